@@ -1,0 +1,152 @@
+"""Load settings from a TOML file with ``REFOCUSD_...`` environment overrides.
+
+Environment variables use ``__`` between nested keys, e.g.
+``REFOCUSD_MODELS__DEVICE=cpu`` or ``REFOCUSD_TIMELAPSE__MAX_DELAY_S=30``; they win over
+the file. Every problem is reported at once, by dotted key and bad value.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from refocusd.config.settings import (
+    DriverSettings,
+    LoggingSettings,
+    ModelSettings,
+    ReconstructionSettings,
+    RefocusSettings,
+    ServiceSettings,
+    TimelapseSettings,
+    PlateSettings,
+)
+
+ENV_PREFIX = "REFOCUSD_"
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid. ``problems`` holds one line per bad key."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+
+class Settings(BaseSettings):
+    """The whole refocusd configuration (see ``refocusd config example``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    service: ServiceSettings = ServiceSettings()
+    driver: DriverSettings = DriverSettings()
+    plate: PlateSettings = PlateSettings()
+    timelapse: TimelapseSettings = TimelapseSettings()
+    models: ModelSettings = ModelSettings()
+    refocus: RefocusSettings = RefocusSettings()
+    reconstruction: ReconstructionSettings = ReconstructionSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's values arrive as init kwargs; the environment overrides them.
+        return (env_settings, init_settings)
+
+
+def example_text() -> str:
+    """The annotated example configuration shipped with the package."""
+    return resources.files("refocusd.config").joinpath("refocusd.toml").read_text("utf-8")
+
+
+def load_settings(path: Path | None = None, *, overrides: dict[str, Any] | None = None) -> Settings:
+    """Read ``path`` (or only defaults and environment when ``None``) and validate it.
+
+    Relative paths inside the file are resolved against the file's folder.
+    """
+    source = str(path) if path is not None else "<defaults>"
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text("utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(source, ["file not found"]) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(source, [f"cannot read: {exc}"]) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(source, [f"not valid TOML: {exc}"]) from None
+    if overrides:
+        data = _deep_merge(data, overrides)
+    problems = _unknown_environment_sections()
+    if problems:
+        raise ConfigError("environment", problems)
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(source, _describe(exc)) from None
+    if path is not None:
+        settings = _resolve_paths(settings, Path(path).resolve().parent)
+    return settings
+
+
+def _unknown_environment_sections() -> list[str]:
+    # pydantic-settings silently ignores REFOCUSD_* variables that match no section;
+    # a typo there must not go unnoticed.
+    sections = set(Settings.model_fields)
+    return [
+        f"{name}: unknown setting (sections are {', '.join(sorted(sections))})"
+        for name in os.environ
+        if name.upper().startswith(ENV_PREFIX)
+        and name[len(ENV_PREFIX):].split("__")[0].lower() not in sections
+    ]
+
+
+def _describe(exc: ValidationError) -> list[str]:
+    problems = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "<root>"
+        if error["type"] == "extra_forbidden":
+            problems.append(f"{key}: unknown key (value {error['input']!r})")
+        elif error["type"] == "missing":
+            problems.append(f"{key}: required")
+        else:
+            problems.append(f"{key}: {error['msg']} (got {error['input']!r})")
+    return problems
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _resolve_paths(settings: Settings, base: Path) -> Settings:
+    def resolved(p: Path | None) -> Path | None:
+        return p if p is None or p.is_absolute() else base / p
+
+    service = settings.service.model_copy(
+        update={
+            "state_dir": resolved(settings.service.state_dir),
+            "output_root": resolved(settings.service.output_root),
+        }
+    )
+    logging = settings.logging.model_copy(update={"file": resolved(settings.logging.file)})
+    return settings.model_copy(update={"service": service, "logging": logging})

@@ -1,0 +1,107 @@
+"""Validated configuration models. Every section forbids unknown keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServiceSettings(Section):
+    experiment: str = Field("experiment", min_length=1, description="Name carried by every log line.")
+    state_dir: Path = Field(Path("refocusd-state"), description="Ledger database and run state.")
+    output_root: Path = Field(Path("refocusd-output"), description="Reconstructions are written here.")
+
+
+class PlateSettings(Section):
+    rows: int = Field(8, ge=1, le=32)
+    columns: int = Field(12, ge=1, le=48)
+    name: str = "plate1"
+    wells: list[str] | None = Field(None, description="Wells to image, e.g. ['A1', 'B3']; default all.")
+    positions_per_well: int = Field(1, ge=1, le=100)
+    well_spacing_um: float = Field(9000.0, gt=0)
+
+    @model_validator(mode="after")
+    def _wells_exist(self) -> PlateSettings:
+        if self.wells is None:
+            return self
+        for well in self.wells:
+            row, col = well[:1].upper(), well[1:]
+            if not (row.isalpha() and col.isdigit()):
+                raise ValueError(f"well {well!r} is not of the form 'B7'")
+            if ord(row) - ord("A") >= self.rows or not 1 <= int(col) <= self.columns:
+                raise ValueError(f"well {well!r} is outside a {self.rows}x{self.columns} plate")
+        return self
+
+
+class SimulatedMicroscopeSettings(Section):
+    """The embedded default: a simulated automated microscope."""
+
+    seed: int = 0
+    frame_shape: tuple[int, int] = Field((1024, 1024), description="Camera frame (rows, columns).")
+    bit_depth: Literal[8, 12, 16] = 16
+    objective: Literal["10x", "20x"] = "10x"
+    autofocus_miss_rate: float = Field(8 / 120, ge=0, le=1, description="Paper: 8 defocused in 120.")
+    autofocus_miss_um: tuple[float, float] = Field((10.0, 40.0), description="|defocus| range of a miss.")
+    focal_tilt_um_per_mm: tuple[float, float] = (1.5, -0.8)
+    focal_drift_um_per_h: float = 2.0
+    xy_speed_um_per_s: float = Field(20_000.0, gt=0)
+    z_speed_um_per_s: float = Field(1_000.0, gt=0)
+    settle_s: float = Field(0.02, ge=0)
+    exposure_s: float = Field(0.01, ge=0)
+    realtime: bool = Field(False, description="Wait in real time; false runs on a virtual clock.")
+
+
+class DriverSettings(Section):
+    kind: Literal["simulated"] = "simulated"
+    simulated: SimulatedMicroscopeSettings = SimulatedMicroscopeSettings()
+
+
+class TimelapseSettings(Section):
+    timepoints: int = Field(1, ge=1)
+    interval_s: float = Field(600.0, gt=0)
+    max_delay_s: float = Field(60.0, ge=0, description="A re-acquisition later than this misses the point.")
+
+
+class ModelSettings(Section):
+    classifier: str = Field("default", description="'default', a model folder, or a .keras path.")
+    reconstructor: str = "default"
+    threshold: float = Field(0.5, gt=0, lt=1, description="p_focused below this is defocused.")
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+    mixed_precision: bool = False
+    batch_size: int = Field(16, ge=1, le=256)
+
+
+class RefocusSettings(Section):
+    strategy: Literal["sweep", "device"] = "sweep"
+    max_retries: int = Field(2, ge=0, le=10)
+    sweep_range_um: float = Field(50.0, gt=0)
+    sweep_step_um: float = Field(5.0, gt=0)
+    scorer: Literal["classifier", "normalized_variance", "brenner", "vollath_f4"] = "normalized_variance"
+
+    @model_validator(mode="after")
+    def _step_fits_range(self) -> RefocusSettings:
+        if self.sweep_step_um > self.sweep_range_um:
+            raise ValueError(
+                f"sweep_step_um={self.sweep_step_um} is larger than sweep_range_um={self.sweep_range_um}"
+            )
+        return self
+
+
+class ReconstructionSettings(Section):
+    backend: Literal["local"] = "local"
+    max_attempts: int = Field(3, ge=1, le=20)
+    workers: int = Field(1, ge=1, le=8)
+
+
+class LoggingSettings(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+    file: Path | None = Field(None, description="Optional rotating JSON log file.")
+    file_max_bytes: int = Field(20_000_000, ge=10_000)
+    file_backups: int = Field(5, ge=0)

@@ -1,0 +1,1 @@
+"""The refocusd service: runner loop, policy, ledger and job queue, writer, logging, CLI."""

@@ -1,0 +1,49 @@
+"""Shared CLI plumbing: the only place that turns typed errors into messages and exit codes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from refocusd.config import ConfigError
+from refocusd.drivers import DriverError
+from refocusd.models import ModelError
+
+# Documented exit codes (README: "Exit codes").
+EXIT_OK = 0
+EXIT_FAILURES = 1  # the command ran, but some inputs failed
+EXIT_USAGE = 2  # bad configuration, bad arguments, unusable model
+EXIT_RUNTIME = 3  # the service stopped on an error it could not recover from
+
+err_console = Console(stderr=True, soft_wrap=True)
+out_console = Console()
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn the errors a user can fix into one clear message and exit code 2."""
+    try:
+        yield
+    except ConfigError as exc:
+        err_console.print(f"[bold red]configuration error[/] in {exc.source}:")
+        for problem in exc.problems:
+            err_console.print(f"  - {problem}", markup=False, highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+    except ModelError as exc:
+        err_console.print(f"[bold red]model error:[/] {exc}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+    except DriverError as exc:
+        err_console.print(f"[bold red]microscope error:[/] {exc}", highlight=False)
+        raise typer.Exit(EXIT_RUNTIME) from None
+
+
+def print_json(obj: Any) -> None:
+    """One JSON object per line on stdout (machine-readable output)."""
+    sys.stdout.write(json.dumps(obj, default=str) + "\n")
+    sys.stdout.flush()

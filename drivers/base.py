@@ -1,0 +1,137 @@
+"""The contract between drivers and the runner: frames, coordinates, capabilities.
+
+A driver yields :class:`Frame` objects; if it can drive the hardware it also implements
+:class:`StageControl`. The policy reads :class:`Capabilities`, never the driver's type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+
+class DriverError(RuntimeError):
+    """The microscope or frame source failed (hardware error, lost connection)."""
+
+
+class FrameUnreadable(DriverError):
+    """A frame exists but cannot be used (truncated file, wrong shape, NaN pixels...).
+
+    The runner quarantines the frame with ``reason`` and keeps going.
+    """
+
+    def __init__(self, reason: str, *, source: SourceRef | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.source = source
+
+
+@dataclass(frozen=True, slots=True)
+class Coordinates:
+    """Where and when a frame was taken. ``t`` is the time-point index."""
+
+    plate: str = ""
+    well: str = ""
+    position: int = 0
+    t: int = 0
+    z_index: int = 0
+    channel: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "plate": self.plate,
+            "well": self.well,
+            "position": self.position,
+            "t": self.t,
+            "z_index": self.z_index,
+            "channel": self.channel,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRef:
+    """Where the pixels came from: a file (+ page/offset) or a driver-specific URI."""
+
+    uri: str
+    page: int | None = None
+    offset: int | None = None
+
+    @property
+    def key(self) -> str:
+        """Identity used by the ledger to refuse processing the same source twice."""
+        suffix = "" if self.page is None else f"#page={self.page}"
+        return f"{self.uri}{suffix}"
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One image and everything the policy needs to decide about it.
+
+    ``deadline`` is the clock time by which a re-acquisition still counts for this
+    time point (``None``: no deadline, e.g. a one-off plate scan). ``retry`` counts
+    re-acquisitions (0 for the original frame).
+    """
+
+    pixels: np.ndarray
+    coords: Coordinates
+    source: SourceRef
+    acquired_at: float
+    scheduled_at: float | None = None
+    deadline: float | None = None
+    z_um: float | None = None
+    retry: int = 0
+    experiment: str = ""
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a driver can do for the policy."""
+
+    move_stage: bool = False
+    autofocus: bool = False
+    reacquire: bool = False
+
+    @property
+    def can_refocus(self) -> bool:
+        return self.reacquire and (self.move_stage or self.autofocus)
+
+
+@runtime_checkable
+class Microscope(Protocol):
+    """Anything that yields frames: a simulated microscope, Micro-Manager, a watched folder."""
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    def frames(self) -> Iterator[Frame]:
+        """Yield frames as they are acquired; returns when the plan is complete."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class StageControl(Protocol):
+    """Hardware control at the position of the frame most recently yielded."""
+
+    def current_z(self) -> float: ...
+
+    def move_z(self, z_um: float) -> None:
+        """Move the focus drive to absolute ``z_um`` (blocks until settled)."""
+        ...
+
+    def snap(self) -> np.ndarray:
+        """Acquire pixels at the current stage position (used by focus sweeps)."""
+        ...
+
+    def autofocus(self) -> float:
+        """Run the device's own autofocus; returns the new z. Raises DriverError."""
+        ...
+
+    def reacquire(self, frame: Frame, retry: int) -> Frame:
+        """Acquire ``frame``'s position again at the current z, tagged with ``retry``."""
+        ...

@@ -1,0 +1,10 @@
+"""The paper's networks (SDCNN classifier, ResUNet reconstructor), their runtime,
+training, evaluation and the optical simulator that makes their training data.
+
+TensorFlow is only imported by ``refocusd.models.runtime`` and the modules that build or
+train networks, lazily, so importing this package is cheap.
+"""
+
+from refocusd.models.api import FocusClassifier, FrameReconstructor, ModelError, Verdict
+
+__all__ = ["FocusClassifier", "FrameReconstructor", "ModelError", "Verdict"]

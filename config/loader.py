@@ -149,4 +149,8 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
         }
     )
     logging = settings.logging.model_copy(update={"file": resolved(settings.logging.file)})
-    return settings.model_copy(update={"service": service, "logging": logging})
+    simulated = settings.driver.simulated.model_copy(
+        update={"data_dir": resolved(settings.driver.simulated.data_dir)}
+    )
+    driver = settings.driver.model_copy(update={"simulated": simulated})
+    return settings.model_copy(update={"service": service, "logging": logging, "driver": driver})

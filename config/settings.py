@@ -43,6 +43,7 @@ class SimulatedMicroscopeSettings(Section):
     """The embedded default: a simulated automated microscope."""
 
     seed: int = 0
+    data_dir: Path = Field(Path("refocusd-data"), description="Where the microscope saves raw frames.")
     frame_shape: tuple[int, int] = Field((1024, 1024), description="Camera frame (rows, columns).")
     bit_depth: Literal[8, 12, 16] = 16
     objective: Literal["10x", "20x"] = "10x"

@@ -31,8 +31,13 @@ def configure_logging(
     file_max_bytes: int = 20_000_000,
     file_backups: int = 5,
     stream: TextIO | None = None,
+    console_level: str | None = None,
 ) -> None:
-    """Route structlog through stdlib logging to the console and an optional file."""
+    """Route structlog through stdlib logging to the console and an optional file.
+
+    ``console_level`` lets a command with its own progress display (``refocusd demo``)
+    keep the console quiet while the file receives everything.
+    """
     stream = stream or sys.stderr
     use_console = fmt == "console" or (fmt == "auto" and stream.isatty())
     console_renderer = (
@@ -46,6 +51,7 @@ def configure_logging(
     root.setLevel(level.upper())
 
     handler = logging.StreamHandler(stream)
+    handler.setLevel((console_level or level).upper())
     handler.setFormatter(_formatter(console_renderer))
     root.addHandler(handler)
     if file is not None:

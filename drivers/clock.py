@@ -17,14 +17,17 @@ class Clock(Protocol):
 
 
 class SystemClock:
-    """Wall-clock time."""
+    """Wall-clock time. ``sleep`` returns early once ``wake`` is set (graceful stop)."""
+
+    def __init__(self, wake: threading.Event | None = None) -> None:
+        self._wake = wake or threading.Event()
 
     def now(self) -> float:
         return time.time()
 
     def sleep(self, seconds: float) -> None:
         if seconds > 0:
-            time.sleep(seconds)
+            self._wake.wait(seconds)
 
 
 class SimulatedClock:

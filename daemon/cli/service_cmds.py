@@ -1,7 +1,232 @@
-"""(placeholder: commands are added by the owner of this module)"""
+"""``refocusd demo``, ``refocusd run`` and ``refocusd status``."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import threading
+from pathlib import Path
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from refocusd.config import Settings, load_settings
+from refocusd.daemon.cli.common import (
+    EXIT_RUNTIME,
+    err_console,
+    out_console,
+    print_json,
+    user_errors,
+)
+from refocusd.daemon.ledger import Ledger, LedgerError
+from refocusd.daemon.logging import configure_logging
+from refocusd.daemon.runner import FrameOutcome
+from refocusd.daemon.service import LEDGER_FILE, RunSummary, Service
+
+DEMO_MARKER = ".refocusd-demo"
+
+
+def _configure_logging(settings: Settings, *, console_level: str | None = None) -> None:
+    lg = settings.logging
+    configure_logging(
+        level=lg.level,
+        fmt=lg.format,
+        file=lg.file,
+        file_max_bytes=lg.file_max_bytes,
+        file_backups=lg.file_backups,
+        console_level=console_level,
+    )
+
+
+def _run_service(settings: Settings, stop: threading.Event, progress: Progress | None, label: str) -> RunSummary:
+    total = len(settings.plate.wells or []) * settings.plate.positions_per_well * settings.timelapse.timepoints
+    task = progress.add_task(label, total=total or None) if progress is not None else None
+    tally = {"reacquired": 0, "reconstruction_queued": 0, "quarantined": 0}
+
+    def on_outcome(outcome: FrameOutcome) -> None:
+        if progress is None or task is None:
+            return
+        tally[outcome.outcome] = tally.get(outcome.outcome, 0) + 1
+        progress.update(
+            task,
+            advance=1,
+            description=f"{label}  re-acquired {tally['reacquired']}  queued {tally['reconstruction_queued']}",
+        )
+
+    service = Service(settings, stop=stop, on_outcome=on_outcome)
+    try:
+        service.start()
+        return service.run()
+    finally:
+        service.close()
+
+
+def _demo_settings(out: Path, *, wells: int, timepoints: int, seed: int, phase: str) -> Settings:
+    rows, cols = 8, 12
+    names = [f"{chr(ord('A') + i // cols)}{i % cols + 1}" for i in range(rows * cols)]
+    common = {
+        "service": {"state_dir": str(out / "state"), "output_root": str(out / "reconstructions")},
+        "driver": {"simulated": {"seed": seed, "data_dir": str(out / "data")}},
+        "logging": {"file": str(out / "logs" / "refocusd.jsonl")},
+    }
+    if phase == "plate-scan":
+        specific = {
+            "service": {"experiment": "demo-plate-scan"},
+            "plate": {"name": "plate1", "wells": names[:wells]},
+            "timelapse": {"timepoints": 1},
+        }
+    else:
+        # Points 5 minutes apart that must be taken within 1 s of schedule: a z-sweep
+        # cannot make it, so defocused points are reconstructed instead.
+        specific = {
+            "service": {"experiment": "demo-time-lapse"},
+            "plate": {"name": "plate2", "wells": names[: max(1, min(4, wells))], "positions_per_well": 2},
+            "timelapse": {"timepoints": timepoints, "interval_s": 300.0, "max_delay_s": 1.0},
+            "driver": {"simulated": {"seed": seed + 1}},
+        }
+    merged = common
+    for key, value in specific.items():
+        merged[key] = {**merged.get(key, {}), **value} if key != "driver" else {
+            "simulated": {**common["driver"]["simulated"], **value["simulated"]}
+        }
+    return load_settings(None, overrides=merged)
+
+
+def _prepare_demo_dir(out: Path) -> None:
+    if out.exists() and any(out.iterdir()):
+        if not (out / DEMO_MARKER).exists():
+            err_console.print(
+                f"[bold red]error:[/] {out} is not empty and was not made by `refocusd demo`; "
+                "choose another --out"
+            )
+            raise typer.Exit(2)
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARKER).write_text("made by refocusd demo; safe to delete\n")
+
+
+def demo(
+    out: Path = typer.Option(Path("refocusd-demo"), "--out", help="Folder for data, ledger, logs, reconstructions."),
+    wells: int = typer.Option(24, min=1, max=96, help="Wells in the plate scan."),
+    timepoints: int = typer.Option(3, min=1, max=100, help="Time points in the time-lapse."),
+    seed: int = typer.Option(0, help="Seed of the simulated sample and autofocus misses."),
+    json_output: bool = typer.Option(False, "--json", help="End with one JSON summary line."),
+) -> None:
+    """A short plate scan and time-lapse on the simulated microscope."""
+    import time
+
+    _prepare_demo_dir(out)
+    began = time.perf_counter()
+    stop = _install_signal_handlers()
+    summaries: list[RunSummary] = []
+    with user_errors():
+        phases = [
+            _demo_settings(out, wells=wells, timepoints=timepoints, seed=seed, phase=p)
+            for p in ("plate-scan", "time-lapse")
+        ]
+        _configure_logging(phases[0], console_level="error")
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=False,
+            disable=json_output,
+        ) as progress:
+            for settings in phases:
+                if stop.is_set():
+                    break
+                summaries.append(_run_service(settings, stop, progress, settings.service.experiment))
+    totals = _totals(summaries, wall_s=time.perf_counter() - began)
+    totals["out"] = str(out)
+    if json_output:
+        print_json(totals)
+        return
+    table = Table(title="refocusd demo", show_header=True)
+    for key in ("experiment", "frames", "focused", "defocused", "reacquired", "reconstructed", "quarantined"):
+        table.add_column(key)
+    for name, s in zip(("plate scan", "time-lapse"), summaries, strict=False):
+        table.add_row(name, *(str(getattr(s, k)) for k in ("frames", "focused", "defocused", "reacquired", "reconstructed", "quarantined")))
+    out_console.print(table)
+    out_console.print(
+        f"wall time {totals['wall_s']:.1f} s · ledger {out / 'state' / LEDGER_FILE} · "
+        f"reconstructions {out / 'reconstructions'} · logs {out / 'logs' / 'refocusd.jsonl'}"
+    )
+
+
+def _totals(summaries: list[RunSummary], *, wall_s: float) -> dict[str, object]:
+    keys = ("frames", "focused", "defocused", "reacquired", "reconstructed", "reconstruction_failed", "queued", "quarantined")
+    totals: dict[str, object] = {k: sum(getattr(s, k) for s in summaries) for k in keys}
+    totals["wall_s"] = round(wall_s, 3)
+    totals["runs"] = [s.run_id for s in summaries]
+    return totals
+
+
+def _install_signal_handlers() -> threading.Event:
+    """SIGTERM/SIGINT only set a flag: the frame in hand is finished, the queue stays."""
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    return stop
+
+
+def run(config: Path = typer.Option(..., "--config", "-c", help="TOML configuration file.")) -> None:
+    """Run the service until its plan completes or SIGTERM/SIGINT (exit codes in README)."""
+    with user_errors():
+        settings = load_settings(config)
+        _configure_logging(settings)
+        stop = _install_signal_handlers()
+        try:
+            summary = _run_service(settings, stop, None, settings.service.experiment)
+        except LedgerError as exc:
+            err_console.print(f"[bold red]ledger error:[/] {exc}")
+            raise typer.Exit(EXIT_RUNTIME) from None
+    print_json({"event": "run.summary", **summary.as_dict(), "stopped": stop.is_set()})
+
+
+def status(
+    config: Path = typer.Option(..., "--config", "-c", help="TOML configuration file."),
+    json_output: bool = typer.Option(False, "--json", help="One JSON object."),
+) -> None:
+    """Counts from the ledger, queue depth and recent errors."""
+    with user_errors():
+        settings = load_settings(config)
+        path = settings.service.state_dir / LEDGER_FILE
+        if not path.exists():
+            err_console.print(f"[bold red]error:[/] no ledger at {path}: has `refocusd run` been started?")
+            raise typer.Exit(EXIT_RUNTIME)
+        try:
+            with Ledger.open(path) as ledger:
+                report = {
+                    "ledger": str(path),
+                    "counts": ledger.counts(),
+                    "queue_depth": ledger.queue_depth(),
+                    "recent_errors": ledger.recent_errors(10),
+                }
+        except LedgerError as exc:
+            err_console.print(f"[bold red]ledger error:[/] {exc}")
+            raise typer.Exit(EXIT_RUNTIME) from None
+    if json_output:
+        print_json(report)
+        return
+    table = Table(title=f"refocusd status — {path}")
+    table.add_column("count")
+    table.add_column("value", justify="right")
+    for key, value in report["counts"].items():
+        table.add_row(key, str(value))
+    table.add_row("queue depth", str(report["queue_depth"]))
+    out_console.print(table)
+    for error in report["recent_errors"]:
+        out_console.print(f"[red]error[/] {error}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("demo")(demo)
+    app.command("run")(run)
+    app.command("status")(status)

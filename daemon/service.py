@@ -1,0 +1,217 @@
+"""Wire a service together from validated settings and run it.
+
+Start-up order matters: the ledger first (recovering what a crash left behind), then the
+classifier (loaded and warmed up before the first frame), then the driver; the
+reconstructor loads lazily in its worker thread.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from importlib.metadata import version
+
+import structlog
+
+from refocusd.config import Settings
+from refocusd.daemon.ledger import Ledger
+from refocusd.daemon.policy import Reason
+from refocusd.daemon.refocus import build_strategy
+from refocusd.daemon.runner import FrameOutcome, Runner, RunnerOptions
+from refocusd.daemon.worker import ReconstructionWorker
+from refocusd.drivers import Clock, Microscope, SimulatedClock, SystemClock
+
+log = structlog.get_logger("refocusd.service")
+
+LEDGER_FILE = "ledger.sqlite"
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    run_id: str
+    frames: int
+    focused: int
+    defocused: int
+    reacquired: int
+    reconstructed: int
+    reconstruction_failed: int
+    queued: int
+    quarantined: int
+    wall_s: float
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+
+
+def build_driver(settings: Settings, clock: Clock) -> Microscope:
+    from refocusd.drivers.simulated import SimulatedMicroscope
+
+    sim = settings.driver.simulated
+    return SimulatedMicroscope(
+        sim,
+        settings.plate,
+        settings.timelapse,
+        clock=clock,
+        data_dir=sim.data_dir,
+        experiment=settings.service.experiment,
+    )
+
+
+def default_clock(settings: Settings, stop: threading.Event) -> Clock:
+    if settings.driver.kind == "simulated" and not settings.driver.simulated.realtime:
+        return SimulatedClock()
+    return SystemClock(wake=stop)
+
+
+class Service:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        stop: threading.Event | None = None,
+        clock: Clock | None = None,
+        run_id: str | None = None,
+        on_outcome: Callable[[FrameOutcome], None] | None = None,
+        driver_factory: Callable[[Settings, Clock], Microscope] = build_driver,
+    ) -> None:
+        self.settings = settings
+        self.stop = stop or threading.Event()
+        self.clock = clock or default_clock(settings, self.stop)
+        self.run_id = run_id or new_run_id()
+        self._on_outcome = on_outcome
+        self._driver_factory = driver_factory
+        self.ledger: Ledger | None = None
+        self.worker: ReconstructionWorker | None = None
+        self._runner: Runner | None = None
+        self._driver: Microscope | None = None
+        self.startup_s = 0.0
+
+    def start(self) -> None:
+        """Open the ledger, recover, load the classifier, connect the driver."""
+        began = time.perf_counter()
+        from refocusd.models.runtime import load_classifier  # TensorFlow loads here
+
+        s = self.settings
+        structlog.contextvars.bind_contextvars(run_id=self.run_id, experiment=s.service.experiment)
+        self.ledger = Ledger.open(s.service.state_dir / LEDGER_FILE)
+        self._recover()
+        self.ledger.start_run(
+            self.run_id, s.service.experiment, s.model_dump_json(), _software(), 
+        )
+        classifier = load_classifier(
+            s.models.classifier,
+            device=s.models.device,
+            threshold=s.models.threshold,
+            mixed_precision=s.models.mixed_precision,
+        )
+        self._driver = self._driver_factory(s, self.clock)
+        self.worker = ReconstructionWorker(
+            ledger=self.ledger,
+            load_reconstructor=self._load_reconstructor,
+            output_root=s.service.output_root,
+            run_id=self.run_id,
+        )
+        self._runner = Runner(
+            driver=self._driver,
+            classifier=classifier,
+            strategy=build_strategy(s.refocus, classifier),
+            ledger=self.ledger,
+            clock=self.clock,
+            options=RunnerOptions(
+                run_id=self.run_id,
+                experiment=s.service.experiment,
+                max_retries=s.refocus.max_retries,
+                max_job_attempts=s.reconstruction.max_attempts,
+                source_root=str(s.driver.simulated.data_dir),
+            ),
+            stop=self.stop,
+            on_outcome=self._on_outcome,
+        )
+        self.worker.start()
+        self.startup_s = time.perf_counter() - began
+        log.info(
+            "daemon.started",
+            driver=s.driver.kind,
+            capabilities=asdict(self._driver.capabilities),
+            classifier=classifier.model_id,
+            startup_s=round(self.startup_s, 3),
+            state_dir=str(s.service.state_dir),
+            output_root=str(s.service.output_root),
+        )
+
+    def run(self) -> RunSummary:
+        """Run until the driver's plan is complete (then drain the queue) or a stop."""
+        assert self._runner is not None and self.worker is not None and self.ledger is not None
+        began = time.perf_counter()
+        exit_reason = "completed"
+        try:
+            self._runner.run()
+            if self.stop.is_set():
+                exit_reason = "stopped"
+            log.info("daemon.stopping", reason=exit_reason, queue_depth=self.ledger.queue_depth())
+            # A graceful stop finishes the job in hand; the rest stays queued for next time.
+            self.worker.stop(drain=not self.stop.is_set())
+        except BaseException:
+            exit_reason = "error"
+            self.worker.stop(drain=False, timeout=30)
+            raise
+        finally:
+            if self._driver is not None:
+                self._driver.close()
+            self.ledger.stop_run(self.run_id, exit_reason)
+        return self.summary(time.perf_counter() - began)
+
+    def summary(self, wall_s: float) -> RunSummary:
+        assert self.ledger is not None
+        c = self.ledger.counts(run_id=self.run_id)
+        return RunSummary(
+            run_id=self.run_id,
+            frames=c["frames"],
+            focused=c["focused"],
+            defocused=c["defocused"],
+            reacquired=c["reacquired"],
+            reconstructed=c["reconstructed"],
+            reconstruction_failed=c["failed"],
+            queued=c["reconstruction_queued"],
+            quarantined=c["quarantined"],
+            wall_s=round(wall_s, 3),
+        )
+
+    def close(self) -> None:
+        if self.ledger is not None:
+            self.ledger.close()
+
+    def _load_reconstructor(self):
+        from refocusd.models.runtime import load_reconstructor
+
+        m = self.settings.models
+        return load_reconstructor(m.reconstructor, device=m.device, mixed_precision=m.mixed_precision)
+
+    def _recover(self) -> None:
+        assert self.ledger is not None
+        requeued = self.ledger.requeue_running()
+        interrupted = self.ledger.recover_interrupted(Reason.INTERRUPTED.value)
+        if requeued or interrupted:
+            log.warning("daemon.recovered", jobs_requeued=requeued, refocus_interrupted=interrupted)
+
+
+def _software() -> dict[str, str]:
+    return {
+        "refocusd": version("refocusd"),
+        "python": platform.python_version(),
+        "host": socket.gethostname(),
+    }
+
+
+def settings_json(settings: Settings) -> str:
+    return json.dumps(settings.model_dump(mode="json"))

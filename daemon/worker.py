@@ -1,0 +1,136 @@
+"""The local reconstruction backend: a worker thread over the durable SQLite job queue.
+
+Jobs survive crashes in the ledger; a job found 'running' at start-up is queued again by
+the service. The reconstructor is loaded on the first job, so start-up stays fast.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import structlog
+import tifffile
+
+from refocusd.daemon.ledger import Job, Ledger
+from refocusd.daemon.provenance import build_provenance, sha256_file
+from refocusd.daemon.writer import OutputExists, reconstruction_path, write_reconstruction
+from refocusd.models import FrameReconstructor
+
+log = structlog.get_logger("refocusd.worker")
+
+
+class SourceUnavailable(RuntimeError):
+    """The raw frame a job refers to cannot be read any more."""
+
+
+def read_source(uri: str, page: int | None) -> np.ndarray:
+    try:
+        with tifffile.TiffFile(uri) as tif:
+            return tif.pages[page or 0].asarray()
+    except (OSError, ValueError, IndexError, tifffile.TiffFileError) as exc:
+        raise SourceUnavailable(f"cannot read raw frame {uri} (page {page or 0}): {exc}") from exc
+
+
+class ReconstructionWorker:
+    def __init__(
+        self,
+        *,
+        ledger: Ledger,
+        load_reconstructor: Callable[[], FrameReconstructor],
+        output_root: Path,
+        run_id: str,
+        idle_wait_s: float = 0.2,
+    ) -> None:
+        self._ledger = ledger
+        self._load = load_reconstructor
+        self._reconstructor: FrameReconstructor | None = None
+        self._output_root = output_root
+        self._run_id = run_id
+        self._idle_wait_s = idle_wait_s
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._drain = threading.Event()
+        self.done = 0
+        self.failed = 0
+
+    # -- thread control ---------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="reconstruction-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, *, drain: bool, timeout: float | None = None) -> None:
+        """Stop after the current job; with ``drain`` first empty the queue."""
+        if drain:
+            self._drain.set()
+        else:
+            self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            if self.run_once():
+                continue
+            if self._drain.is_set():
+                return
+            self._stop.wait(self._idle_wait_s)
+
+    # -- one job ----------------------------------------------------------------------
+
+    def run_once(self) -> bool:
+        """Run one queued job; ``False`` when the queue is empty."""
+        job = self._ledger.claim_job()
+        if job is None:
+            return False
+        jlog = log.bind(run_id=self._run_id, job_id=job.id, frame_id=job.frame_id, reason=job.reason,
+                        source=job.payload.get("source_uri"), **job.payload.get("coords", {}))
+        started = time.perf_counter()
+        try:
+            output = self._reconstruct(job)
+        except OutputExists as exc:
+            # Done by an earlier run that crashed before recording it: keep that output.
+            self._ledger.complete_job(job.id, str(exc.path))
+            jlog.info("reconstruct.done", output=str(exc.path), already_written=True)
+        except Exception as exc:  # noqa: BLE001 - one bad job must not kill the worker
+            self.failed += 1
+            self._ledger.fail_job(job.id, f"{type(exc).__name__}: {exc}")
+            jlog.error("reconstruct.failed", attempt=job.attempts, max_attempts=job.max_attempts, error=str(exc))
+        else:
+            self.done += 1
+            self._ledger.complete_job(job.id, str(output))
+            jlog.info("reconstruct.done", output=str(output), duration_s=round(time.perf_counter() - started, 3))
+        return True
+
+    def _reconstruct(self, job: Job) -> Path:
+        payload = job.payload
+        source = Path(payload["source_uri"])
+        root = payload.get("source_root")
+        out_path = reconstruction_path(
+            source, source_root=Path(root) if root else None, output_root=self._output_root
+        )
+        if out_path.exists():
+            raise OutputExists(out_path)
+        pixels = read_source(str(source), payload.get("source_page"))
+        if self._reconstructor is None:
+            self._reconstructor = self._load()
+        started = time.perf_counter()
+        restored = self._reconstructor.reconstruct(pixels)
+        provenance = build_provenance(
+            reason=job.reason,
+            source_path=source,
+            source_sha256=sha256_file(source),
+            coords=payload.get("coords", {}),
+            acquired_at=payload.get("acquired_at"),
+            verdict=None,
+            reconstructor=self._reconstructor.provenance,
+            parameters={"seconds": round(time.perf_counter() - started, 3), "job_id": job.id,
+                        "classifier_verdict": payload.get("verdict"), "experiment": payload.get("experiment")},
+            run_id=self._run_id,
+            device=str(self._reconstructor.provenance.get("device", "cpu")),
+        )
+        return write_reconstruction(restored, out_path, provenance)

@@ -1,0 +1,254 @@
+"""Training/evaluation data folders: discovery, validation, image reading, seeded splits.
+
+Two layouts, both written by ``refocusd synth`` and by users from their own microscopes:
+
+- classifier: ``DIR/focused/`` and ``DIR/defocused/`` holding TIFF/PNG/JPEG frames;
+- reconstructor: ``DIR/input/`` (defocused) and ``DIR/target/`` (focused) with identical
+  file names, one pair per name.
+
+A malformed folder raises :class:`DatasetError` (a :class:`ModelError`, so the CLI turns it
+into one clear message and exit status 2). No TensorFlow here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import structlog
+
+from refocusd.models.api import ModelError
+
+log = structlog.get_logger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".tif", ".tiff", ".png", ".jpg", ".jpeg"})
+FOCUSED, DEFOCUSED = 0, 1  # class indices: the SDCNN's softmax index 0 is "focused"
+CLASS_FOLDERS = ("focused", "defocused")
+PAIR_FOLDERS = ("input", "target")
+MANIFEST_NAME = "manifest.json"
+_MANIFEST_INLINE_LIMIT = 16_000  # characters; larger manifests are summarised in cards
+
+
+class DatasetError(ModelError):
+    """A data folder is missing, empty, mis-paired or holds an unreadable image."""
+
+
+def read_image(path: Path) -> np.ndarray:
+    """One 2-D frame as ``(H, W)`` or ``(H, W, 3)``, in the file's own dtype.
+
+    Leading singleton axes are dropped, planar RGB ``(3, H, W)`` is made interleaved and an
+    alpha channel is discarded; anything else (a z-stack, a time series) is rejected because
+    a training sample is one frame.
+    """
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".tif", ".tiff"):
+            import tifffile
+
+            pixels = np.asarray(tifffile.imread(path))
+        else:
+            from PIL import Image
+
+            with Image.open(path) as image:
+                if image.mode in ("P", "PA", "CMYK", "YCbCr", "LA", "1"):
+                    image = image.convert("RGBA" if "A" in image.mode else "RGB")
+                pixels = np.asarray(image)
+    except Exception as exc:  # any decoder failure means "unreadable": name the file
+        raise DatasetError(f"unreadable image {path}: {type(exc).__name__}: {exc}") from exc
+    return _as_frame(pixels, path)
+
+
+def _as_frame(pixels: np.ndarray, path: Path) -> np.ndarray:
+    while pixels.ndim > 2 and pixels.shape[0] == 1:
+        pixels = pixels[0]
+    if pixels.ndim == 3 and pixels.shape[0] in (3, 4) and pixels.shape[-1] not in (3, 4):
+        pixels = np.moveaxis(pixels, 0, -1)
+    if pixels.ndim == 3 and pixels.shape[-1] == 4:
+        pixels = pixels[..., :3]
+    if pixels.ndim == 3 and pixels.shape[-1] == 1:
+        pixels = pixels[..., 0]
+    if not (pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[-1] == 3)):
+        raise DatasetError(
+            f"unreadable image {path}: expected one mono or RGB frame, got shape {pixels.shape}"
+        )
+    if pixels.shape[0] < 8 or pixels.shape[1] < 8:
+        raise DatasetError(f"unreadable image {path}: frame {pixels.shape[:2]} is too small")
+    if not (np.issubdtype(pixels.dtype, np.integer) or np.issubdtype(pixels.dtype, np.floating)):
+        raise DatasetError(f"unreadable image {path}: unsupported pixel type {pixels.dtype}")
+    return pixels
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly inside ``folder``, sorted by name (hidden files skipped)."""
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )
+
+
+def _require_subfolder(root: Path, name: str, layout: str) -> Path:
+    if not root.exists():
+        raise DatasetError(f"data folder {root} does not exist")
+    if not root.is_dir():
+        raise DatasetError(f"data folder {root} is not a folder")
+    sub = root / name
+    if not sub.is_dir():
+        raise DatasetError(f"data folder {root} has no '{name}/' subfolder (expected {layout})")
+    return sub
+
+
+def _read_manifest(root: Path) -> dict[str, Any] | None:
+    path = root / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        log.warning("dataset.manifest_unreadable", path=str(path), error=str(exc))
+        return {"unreadable": str(path)}
+    if len(text) <= _MANIFEST_INLINE_LIMIT:
+        return data if isinstance(data, dict) else {"content": data}
+    # Per-file manifests can be large: keep scalar settings and a hash of the whole file.
+    summary: dict[str, Any] = {"sha256": hashlib.sha256(text.encode()).hexdigest()}
+    if isinstance(data, dict):
+        summary.update(
+            {k: v for k, v in data.items() if isinstance(v, str | int | float | bool) or v is None}
+        )
+    return summary
+
+
+@dataclass(frozen=True, slots=True)
+class ClassifierFolder:
+    """A validated ``focused/`` + ``defocused/`` folder."""
+
+    root: Path
+    focused: tuple[Path, ...]
+    defocused: tuple[Path, ...]
+    manifest: dict[str, Any] | None
+
+    @property
+    def paths(self) -> list[Path]:
+        return [*self.focused, *self.defocused]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([FOCUSED] * len(self.focused) + [DEFOCUSED] * len(self.defocused))
+
+    def describe(self) -> dict[str, Any]:
+        """What a model card records about the data it was trained or evaluated on."""
+        return {
+            "folder": str(self.root.resolve()),
+            "layout": "classifier",
+            "counts": {"focused": len(self.focused), "defocused": len(self.defocused)},
+            "manifest": self.manifest,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PairedFolder:
+    """A validated ``input/`` + ``target/`` folder, paired by file name."""
+
+    root: Path
+    names: tuple[str, ...]
+    manifest: dict[str, Any] | None
+
+    def input_path(self, name: str) -> Path:
+        return self.root / "input" / name
+
+    def target_path(self, name: str) -> Path:
+        return self.root / "target" / name
+
+    def read_pair(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(defocused input, focused target); shapes must agree."""
+        source, target = read_image(self.input_path(name)), read_image(self.target_path(name))
+        if source.shape != target.shape:
+            raise DatasetError(
+                f"pair {name!r} in {self.root}: input shape {source.shape} differs from "
+                f"target shape {target.shape}"
+            )
+        return source, target
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "folder": str(self.root.resolve()),
+            "layout": "reconstructor",
+            "counts": {"pairs": len(self.names)},
+            "manifest": self.manifest,
+        }
+
+
+def scan_classifier_folder(root: Path | str) -> ClassifierFolder:
+    """Validate the layout and list the images (does not decode them)."""
+    root = Path(root)
+    layout = "focused/ and defocused/ with TIFF/PNG/JPEG images"
+    lists = [list_images(_require_subfolder(root, name, layout)) for name in CLASS_FOLDERS]
+    for name, files in zip(CLASS_FOLDERS, lists, strict=True):
+        if not files:
+            raise DatasetError(
+                f"data folder {root}: '{name}/' holds no images "
+                f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
+            )
+    folder = ClassifierFolder(root, tuple(lists[0]), tuple(lists[1]), _read_manifest(root))
+    log.info(
+        "dataset.scanned",
+        layout="classifier",
+        folder=str(root),
+        focused=len(folder.focused),
+        defocused=len(folder.defocused),
+    )
+    return folder
+
+
+def scan_paired_folder(root: Path | str) -> PairedFolder:
+    """Validate the layout; every input must have a target of the same name and vice versa."""
+    root = Path(root)
+    layout = "input/ and target/ with identically named TIFF/PNG/JPEG images"
+    inputs, targets = (
+        {p.name for p in list_images(_require_subfolder(root, name, layout))}
+        for name in PAIR_FOLDERS
+    )
+    if not inputs:
+        raise DatasetError(f"data folder {root}: 'input/' holds no images")
+    if not targets:
+        raise DatasetError(f"data folder {root}: 'target/' holds no images")
+    unpaired = sorted(inputs ^ targets)
+    if unpaired:
+        shown = ", ".join(unpaired[:5]) + (" ..." if len(unpaired) > 5 else "")
+        raise DatasetError(
+            f"data folder {root}: {len(unpaired)} image(s) lack a partner of the same name "
+            f"in input/ and target/: {shown}"
+        )
+    folder = PairedFolder(root, tuple(sorted(inputs)), _read_manifest(root))
+    log.info("dataset.scanned", layout="reconstructor", folder=str(root), pairs=len(folder.names))
+    return folder
+
+
+def split_indices(
+    labels: Sequence[int] | np.ndarray, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic, stratified train/validation split of ``range(len(labels))``.
+
+    Each class keeps ``val_fraction`` of its members (at least one when it has two or more),
+    so a small folder still validates on both classes. Pass one label for unlabelled pairs.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise DatasetError(f"validation fraction must be in [0, 1), got {val_fraction}")
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    train: list[np.ndarray] = []
+    val: list[np.ndarray] = []
+    for value in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == value))
+        n_val = int(round(val_fraction * len(members)))
+        if val_fraction > 0 and len(members) >= 2:
+            n_val = min(max(n_val, 1), len(members) - 1)
+        val.append(members[:n_val])
+        train.append(members[n_val:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))

@@ -90,7 +90,7 @@ def load_settings(path: Path | None = None, *, overrides: dict[str, Any] | None 
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(source, [f"not valid TOML: {exc}"]) from None
     if overrides:
-        data = _deep_merge(data, overrides)
+        data = deep_merge(data, overrides)
     problems = _unknown_environment_sections()
     if problems:
         raise ConfigError("environment", problems)
@@ -128,11 +128,11 @@ def _describe(exc: ValidationError) -> list[str]:
     return problems
 
 
-def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = value
     return merged

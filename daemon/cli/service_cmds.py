@@ -6,12 +6,14 @@ import shutil
 import signal
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from refocusd.config import Settings, load_settings
+from refocusd.config.loader import deep_merge
 from refocusd.daemon.cli.common import (
     EXIT_RUNTIME,
     err_console,
@@ -19,10 +21,15 @@ from refocusd.daemon.cli.common import (
     print_json,
     user_errors,
 )
-from refocusd.daemon.ledger import Ledger, LedgerError
 from refocusd.daemon.logging import configure_logging
-from refocusd.daemon.runner import FrameOutcome
-from refocusd.daemon.service import LEDGER_FILE, RunSummary, Service
+
+if TYPE_CHECKING:
+    from refocusd.daemon.runner import FrameOutcome
+    from refocusd.daemon.service import RunSummary
+
+# The service modules are imported inside the commands so that `refocusd config ...`
+# and `--help` start instantly.
+LEDGER_FILE = "ledger.sqlite"
 
 DEMO_MARKER = ".refocusd-demo"
 
@@ -53,6 +60,8 @@ def _run_service(settings: Settings, stop: threading.Event, progress: Progress |
             advance=1,
             description=f"{label}  re-acquired {tally['reacquired']}  queued {tally['reconstruction_queued']}",
         )
+
+    from refocusd.daemon.service import Service
 
     service = Service(settings, stop=stop, on_outcome=on_outcome)
     try:
@@ -85,12 +94,7 @@ def _demo_settings(out: Path, *, wells: int, timepoints: int, seed: int, phase: 
             "timelapse": {"timepoints": timepoints, "interval_s": 300.0, "max_delay_s": 1.0},
             "driver": {"simulated": {"seed": seed + 1}},
         }
-    merged = common
-    for key, value in specific.items():
-        merged[key] = {**merged.get(key, {}), **value} if key != "driver" else {
-            "simulated": {**common["driver"]["simulated"], **value["simulated"]}
-        }
-    return load_settings(None, overrides=merged)
+    return load_settings(None, overrides=deep_merge(common, specific))
 
 
 def _prepare_demo_dir(out: Path) -> None:
@@ -178,6 +182,8 @@ def _install_signal_handlers() -> threading.Event:
 
 def run(config: Path = typer.Option(..., "--config", "-c", help="TOML configuration file.")) -> None:
     """Run the service until its plan completes or SIGTERM/SIGINT (exit codes in README)."""
+    from refocusd.daemon.ledger import LedgerError
+
     with user_errors():
         settings = load_settings(config)
         _configure_logging(settings)
@@ -195,6 +201,8 @@ def status(
     json_output: bool = typer.Option(False, "--json", help="One JSON object."),
 ) -> None:
     """Counts from the ledger, queue depth and recent errors."""
+    from refocusd.daemon.ledger import Ledger, LedgerError
+
     with user_errors():
         settings = load_settings(config)
         path = settings.service.state_dir / LEDGER_FILE

@@ -1,0 +1,3 @@
+from refocusd.daemon.cli import main
+
+main()

@@ -44,6 +44,7 @@ class SimulatedMicroscopeSettings(Section):
 
     seed: int = 0
     data_dir: Path = Field(Path("refocusd-data"), description="Where the microscope saves raw frames.")
+    save_raw: bool = Field(True, description="Save every raw frame like a microscope does (false: benchmarks).")
     frame_shape: tuple[int, int] = Field((1024, 1024), description="Camera frame (rows, columns).")
     bit_depth: Literal[8, 12, 16] = 16
     objective: Literal["10x", "20x"] = "10x"

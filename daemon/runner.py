@@ -6,14 +6,17 @@ re-focus strategy and a ledger, and reads capabilities rather than driver types.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import structlog
 
 from refocusd.daemon.frame_checks import frame_problem
+from refocusd.daemon.spool import write_atomically
 from refocusd.daemon.ledger import DuplicateSource, FrameRecord, Ledger
 from refocusd.daemon.policy import Action, Decision, Reason, decide
 from refocusd.daemon.refocus import RefocusFailed, RefocusStrategy
@@ -43,6 +46,7 @@ class RunnerOptions:
     max_retries: int
     max_job_attempts: int = 3
     source_root: str | None = None
+    spool_dir: Path | None = None
 
 
 class RefocusTimer:
@@ -234,19 +238,35 @@ class Runner:
         job_id = self._ledger.enqueue_reconstruction(
             frame_id, reason.value, self._payload(frame, verdict), self._options.max_job_attempts
         )
-        self._ledger.update_outcome(frame_id, "reconstruction_queued", reason.value)
         flog.info("reconstruct.queued", job_id=job_id, reason=reason.value)
 
     def _payload(self, frame: Frame, verdict: Verdict) -> dict:
+        uri, page, root = self._durable_source(frame)
         return {
-            "source_uri": frame.source.uri,
-            "source_page": frame.source.page,
-            "source_root": self._options.source_root,
+            "source_uri": uri,
+            "source_page": page,
+            "source_root": root,
             "coords": frame.coords.as_dict(),
             "acquired_at": frame.acquired_at,
             "experiment": frame.experiment or self._options.experiment,
             "verdict": {"p_focused": verdict.p_focused, "label": verdict.label, "model": verdict.model_id},
         }
+
+    def _durable_source(self, frame: Frame) -> tuple[str, int | None, str | None]:
+        """A file the reconstruction job can read after a crash.
+
+        Frames that only exist in memory (a driver that does not save, or pixels that
+        arrive before the acquisition software writes them) are spooled to the state
+        folder first; files on disk are referenced, never copied or modified.
+        """
+        if Path(frame.source.uri).is_file():
+            return frame.source.uri, frame.source.page, self._options.source_root
+        if self._options.spool_dir is None:
+            raise DriverError(f"frame {frame.source.key} is not on disk and no spool folder is configured")
+        name = hashlib.sha256(frame.source.key.encode()).hexdigest()[:16]
+        path = self._options.spool_dir / f"{frame.coords.plate or 'frame'}_{frame.coords.well}_{name}.tif"
+        write_atomically(path, frame.pixels, metadata={"source": frame.source.key, **frame.coords.as_dict()})
+        return str(path), None, str(self._options.spool_dir)
 
     def _record(
         self,

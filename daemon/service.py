@@ -133,6 +133,7 @@ class Service:
                 max_retries=s.refocus.max_retries,
                 max_job_attempts=s.reconstruction.max_attempts,
                 source_root=str(s.driver.simulated.data_dir),
+                spool_dir=s.service.state_dir / "spool",
             ),
             stop=self.stop,
             on_outcome=self._on_outcome,
@@ -181,7 +182,7 @@ class Service:
             defocused=c["defocused"],
             reacquired=c["reacquired"],
             reconstructed=c["reconstructed"],
-            reconstruction_failed=c["failed"],
+            reconstruction_failed=c["reconstruction_failed"],
             queued=c["reconstruction_queued"],
             quarantined=c["quarantined"],
             wall_s=round(wall_s, 3),
@@ -200,7 +201,11 @@ class Service:
     def _recover(self) -> None:
         assert self.ledger is not None
         requeued = self.ledger.requeue_running()
-        interrupted = self.ledger.recover_interrupted(Reason.INTERRUPTED.value)
+        interrupted = self.ledger.recover_interrupted(
+            Reason.INTERRUPTED.value,
+            max_attempts=self.settings.reconstruction.max_attempts,
+            payload_extra={"source_root": str(self.settings.driver.simulated.data_dir)},
+        )
         if requeued or interrupted:
             log.warning("daemon.recovered", jobs_requeued=requeued, refocus_interrupted=interrupted)
 

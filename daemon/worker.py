@@ -110,12 +110,16 @@ class ReconstructionWorker:
         payload = job.payload
         source = Path(payload["source_uri"])
         root = payload.get("source_root")
+        page = payload.get("source_page")
         out_path = reconstruction_path(
-            source, source_root=Path(root) if root else None, output_root=self._output_root
+            source,
+            source_root=Path(root) if root else None,
+            output_root=self._output_root,
+            tag=None if page is None else f"page{page:05d}",
         )
         if out_path.exists():
             raise OutputExists(out_path)
-        pixels = read_source(str(source), payload.get("source_page"))
+        pixels = read_source(str(source), page)
         if self._reconstructor is None:
             self._reconstructor = self._load()
         started = time.perf_counter()

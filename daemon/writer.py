@@ -21,6 +21,7 @@ import errno
 import json
 import os
 import re
+import shutil
 import time
 import uuid
 from collections.abc import Mapping
@@ -61,7 +62,11 @@ class WriterError(RuntimeError):
 
 
 class OutputExists(WriterError):
-    """The output already exists and ``overwrite`` was not requested."""
+    """The output already exists and ``overwrite`` was not requested (``.path`` says where)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        super().__init__(f"{self.path} already exists (pass overwrite=True to replace it)")
 
 
 def sidecar_path(out_path: Path) -> Path:
@@ -119,7 +124,7 @@ def write_reconstruction(
     _refuse_source(out_path, source_path, provenance)
     image = _validated(pixels, out_path)
     if out_path.exists() and not overwrite:
-        raise OutputExists(f"{out_path} already exists (pass overwrite=True to replace it)")
+        raise OutputExists(out_path)
     xml = _ome_xml(image, out_path.name, provenance)
     sidecar = sidecar_path(out_path)
     try:
@@ -159,7 +164,7 @@ def write_reconstruction(
         temps.remove(tmp_image)
         _fsync_dir(directory)
     except OSError as exc:
-        raise WriterError(_describe(exc, out_path)) from exc
+        raise WriterError(_describe(exc, out_path, needed=image.nbytes)) from exc
     finally:
         for temp in temps:
             _remove_quietly(temp)
@@ -274,15 +279,13 @@ def _publish(tmp: Path, final: Path, *, overwrite: bool) -> None:
     try:
         os.link(tmp, final)
     except FileExistsError:
-        raise OutputExists(f"{final} already exists (pass overwrite=True to replace it)") from None
+        raise OutputExists(final) from None
     except OSError as exc:
         if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
             raise
         # Filesystems without hard links (some SMB/FAT mounts): best-effort check + rename.
         if final.exists():
-            raise OutputExists(
-                f"{final} already exists (pass overwrite=True to replace it)"
-            ) from None
+            raise OutputExists(final) from None
         os.replace(tmp, final)
         return
     os.unlink(tmp)
@@ -309,9 +312,20 @@ def _remove_quietly(path: Path) -> None:
         log.warning("writer.temp_not_removed", path=str(path), error=str(exc))
 
 
-def _describe(exc: OSError, out_path: Path) -> str:
+def _describe(exc: OSError, out_path: Path, *, needed: int) -> str:
     where = exc.filename or out_path
-    if exc.errno == errno.ENOSPC:
+    if exc.errno is None and "written" in str(exc):
+        # numpy/tifffile report a short write without errno: usually a full disk.
+        cause = f"short write ({exc})"
+        try:
+            free = shutil.disk_usage(out_path.parent).free
+        except OSError:
+            free = None
+        if free is not None and free < needed:
+            cause += f"; no space left on device ({free} bytes free, {needed} needed)"
+        else:
+            cause += "; disk full or file-size limit?"
+    elif exc.errno == errno.ENOSPC:
         cause = "no space left on device"
     elif exc.errno == errno.EDQUOT:
         cause = "disk quota exceeded"

@@ -206,11 +206,8 @@ def status(
     with user_errors():
         settings = load_settings(config)
         path = settings.service.state_dir / LEDGER_FILE
-        if not path.exists():
-            err_console.print(f"[bold red]error:[/] no ledger at {path}: has `refocusd run` been started?")
-            raise typer.Exit(EXIT_RUNTIME)
         try:
-            with Ledger.open(path) as ledger:
+            with Ledger.open(path, read_only=True) as ledger:
                 report = {
                     "ledger": str(path),
                     "counts": ledger.counts(),

@@ -1,0 +1,28 @@
+"""Atomic TIFF writes for frames refocusd must keep (spooled raw frames)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+
+
+def write_atomically(path: Path, pixels: np.ndarray, *, metadata: dict[str, Any]) -> Path:
+    """Write ``pixels`` to ``path`` via a temporary file + fsync + rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            tifffile.imwrite(handle, pixels, description=json.dumps(metadata), metadata=None)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

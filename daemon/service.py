@@ -7,7 +7,9 @@ reconstructor loads lazily in its worker thread.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import platform
 import socket
 import threading
@@ -16,6 +18,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
+from pathlib import Path
+from typing import TextIO
 
 import structlog
 
@@ -47,6 +51,26 @@ class RunSummary:
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
+
+
+class StateDirBusy(RuntimeError):
+    """Another refocusd process is using the same state folder."""
+
+
+def hold_state_lock(state_dir: Path) -> TextIO:
+    """One daemon per state folder: a second one would requeue the first one's jobs."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(state_dir / "refocusd.lock", "a+")  # noqa: SIM115 - held for the service's life
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise StateDirBusy(f"another refocusd is already running with state folder {state_dir}") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 def new_run_id() -> str:
@@ -95,6 +119,7 @@ class Service:
         self._runner: Runner | None = None
         self._driver: Microscope | None = None
         self.startup_s = 0.0
+        self._lock: TextIO | None = None
 
     def start(self) -> None:
         """Open the ledger, recover, load the classifier, connect the driver."""
@@ -103,6 +128,7 @@ class Service:
 
         s = self.settings
         structlog.contextvars.bind_contextvars(run_id=self.run_id, experiment=s.service.experiment)
+        self._lock = hold_state_lock(s.service.state_dir)
         self.ledger = Ledger.open(s.service.state_dir / LEDGER_FILE)
         self._recover()
         self.ledger.start_run(
@@ -191,6 +217,9 @@ class Service:
     def close(self) -> None:
         if self.ledger is not None:
             self.ledger.close()
+        if self._lock is not None:
+            self._lock.close()  # closing the descriptor releases the flock
+            self._lock = None
 
     def _load_reconstructor(self):
         from refocusd.models.runtime import load_reconstructor

@@ -18,7 +18,7 @@ import tifffile
 from refocusd.daemon.ledger import Job, Ledger
 from refocusd.daemon.provenance import build_provenance, sha256_file
 from refocusd.daemon.writer import OutputExists, reconstruction_path, write_reconstruction
-from refocusd.models import FrameReconstructor
+from refocusd.models import FrameReconstructor, Verdict
 
 log = structlog.get_logger("refocusd.worker")
 
@@ -130,11 +130,26 @@ class ReconstructionWorker:
             source_sha256=sha256_file(source),
             coords=payload.get("coords", {}),
             acquired_at=payload.get("acquired_at"),
-            verdict=None,
+            verdict=_verdict(payload.get("verdict")),
             reconstructor=self._reconstructor.provenance,
-            parameters={"seconds": round(time.perf_counter() - started, 3), "job_id": job.id,
-                        "classifier_verdict": payload.get("verdict"), "experiment": payload.get("experiment")},
+            parameters={
+                "seconds": round(time.perf_counter() - started, 3),
+                "job_id": job.id,
+                "attempt": job.attempts,
+                "experiment": payload.get("experiment"),
+            },
             run_id=self._run_id,
             device=str(self._reconstructor.provenance.get("device", "cpu")),
         )
         return write_reconstruction(restored, out_path, provenance)
+
+
+def _verdict(recorded: dict | None) -> Verdict | None:
+    if not recorded:
+        return None
+    return Verdict(
+        p_focused=float(recorded["p_focused"]),
+        label=recorded["label"],
+        model_id=str(recorded.get("model", "")),
+        latency_s=0.0,
+    )

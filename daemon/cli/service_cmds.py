@@ -183,6 +183,7 @@ def _install_signal_handlers() -> threading.Event:
 def run(config: Path = typer.Option(..., "--config", "-c", help="TOML configuration file.")) -> None:
     """Run the service until its plan completes or SIGTERM/SIGINT (exit codes in README)."""
     from refocusd.daemon.ledger import LedgerError
+    from refocusd.daemon.service import StateDirBusy
 
     with user_errors():
         settings = load_settings(config)
@@ -190,8 +191,8 @@ def run(config: Path = typer.Option(..., "--config", "-c", help="TOML configurat
         stop = _install_signal_handlers()
         try:
             summary = _run_service(settings, stop, None, settings.service.experiment)
-        except LedgerError as exc:
-            err_console.print(f"[bold red]ledger error:[/] {exc}")
+        except (LedgerError, StateDirBusy) as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
             raise typer.Exit(EXIT_RUNTIME) from None
     print_json({"event": "run.summary", **summary.as_dict(), "stopped": stop.is_set()})
 

@@ -1,0 +1,162 @@
+"""The service as users run it: the real CLI in a subprocess, real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import tifffile
+
+REFOCUSD = [sys.executable, "-m", "refocusd.daemon.cli"]
+WELLS = [f"{r}{c}" for r in "ABCD" for c in range(1, 7)]  # 24 wells
+
+
+def write_config(tmp_path: Path, *, miss_rate: float = 0.25, timepoints: int = 1) -> Path:
+    wells = ", ".join(f'"{w}"' for w in WELLS)
+    config = tmp_path / "refocusd.toml"
+    config.write_text(
+        f"""
+[service]
+experiment = "crash-test"
+state_dir = "state"
+output_root = "out"
+[driver.simulated]
+seed = 11
+data_dir = "data"
+frame_shape = [384, 384]
+autofocus_miss_rate = {miss_rate}
+[plate]
+wells = [{wells}]
+[timelapse]
+timepoints = {timepoints}
+interval_s = 60.0
+max_delay_s = 0.5
+[models]
+device = "cpu"
+[logging]
+format = "json"
+file = "logs/refocusd.jsonl"
+"""
+    )
+    return config
+
+
+def frame_rows(tmp_path: Path) -> list[tuple]:
+    db = tmp_path / "state" / "ledger.sqlite"
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            return conn.execute("SELECT well, position, t, parent_id, outcome, source_key FROM frames").fetchall()
+    except sqlite3.OperationalError:
+        return []
+
+
+def wait_for_frames(tmp_path: Path, proc: subprocess.Popen, n: int, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(frame_rows(tmp_path)) >= n:
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"refocusd exited early with {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
+        time.sleep(0.05)
+    pytest.fail(f"fewer than {n} frames after {timeout} s")
+
+
+def start(config: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*REFOCUSD, "run", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_sigkill_mid_run_then_restart_loses_nothing_and_repeats_nothing(tmp_path):
+    config = write_config(tmp_path, miss_rate=0.3, timepoints=2)
+    for kill_after in (5, 20, 35):
+        proc = start(config)
+        wait_for_frames(tmp_path, proc, kill_after)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        assert proc.returncode == -signal.SIGKILL
+    final = subprocess.run([*REFOCUSD, "run", "--config", str(config)], capture_output=True, text=True, timeout=600)
+    assert final.returncode == 0, final.stderr[-3000:]
+
+    rows = frame_rows(tmp_path)
+    originals = [(w, p, t) for w, p, t, parent, _, _ in rows if parent is None]
+    assert sorted(originals) == sorted({(w, 0, t) for w in WELLS for t in range(2)}), "each point exactly once"
+    keys = [r[5] for r in rows]
+    assert len(keys) == len(set(keys))
+    assert not [r for r in rows if r[4] in ("refocusing", "pending", "reconstruction_queued")], "nothing left half-done"
+
+    db = tmp_path / "state" / "ledger.sqlite"
+    with sqlite3.connect(db) as conn:
+        states = dict(conn.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall())
+        outputs = [Path(p) for (p,) in conn.execute("SELECT output_path FROM jobs WHERE state='done'")]
+    assert set(states) <= {"done"}, states
+    for out in outputs:
+        assert out.is_file() and Path(str(out) + ".json").is_file()
+        tifffile.imread(out)  # complete, readable
+    leftovers = [p for p in (tmp_path / "out").rglob("*") if p.is_file() and p.name.startswith(".")]
+    assert leftovers == [], "no temporary or half-written output may remain"
+
+
+def test_sigterm_stops_gracefully_and_resumes(tmp_path):
+    config = write_config(tmp_path, miss_rate=0.0)
+    proc = start(config)
+    wait_for_frames(tmp_path, proc, 3)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-2000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["stopped"] is True and 3 <= summary["frames"] < len(WELLS)
+    events = [json.loads(line)["event"] for line in (tmp_path / "logs" / "refocusd.jsonl").read_text().splitlines()]
+    assert "daemon.started" in events and "daemon.stopping" in events
+
+    status = subprocess.run([*REFOCUSD, "status", "--config", str(config), "--json"], capture_output=True, text=True)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["counts"]["frames"] == summary["frames"]
+
+    rest = subprocess.run([*REFOCUSD, "run", "--config", str(config)], capture_output=True, text=True, timeout=600)
+    assert rest.returncode == 0
+    assert len(frame_rows(tmp_path)) == len(WELLS)
+
+
+def test_run_with_bad_config_exits_2_without_traceback(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text("[refocus]\nstrategy = 'guess'\n")
+    result = subprocess.run([*REFOCUSD, "run", "--config", str(config)], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "refocus.strategy" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_demo_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    result = subprocess.run(
+        [*REFOCUSD, "demo", "--out", str(out), "--wells", "6", "--timepoints", "2", "--json"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    for key in ("frames", "focused", "defocused", "reacquired", "reconstructed", "quarantined", "wall_s"):
+        assert key in summary
+    assert summary["frames"] == 6 + 4 * 2 * 2
+    assert (out / "state" / "ledger.sqlite").is_file()
+    assert (out / "logs" / "refocusd.jsonl").is_file()
+    # Running it again replaces its own folder, but never a folder it did not make.
+    again = subprocess.run([*REFOCUSD, "demo", "--out", str(out), "--wells", "1", "--timepoints", "1", "--json"],
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "thesis.docx").write_text("precious")
+    refused = subprocess.run([*REFOCUSD, "demo", "--out", str(foreign)], capture_output=True, text=True)
+    assert refused.returncode == 2 and (foreign / "thesis.docx").exists()

@@ -673,10 +673,11 @@ class Ledger:
     def counts(self, run_id: str | None = None) -> dict[str, Any]:
         """Frame counts by label and outcome, and jobs by state (all runs unless ``run_id``).
 
-        ``frames`` counts every row, re-acquisitions included (``reacquisitions`` of them);
-        ``focused``/``defocused`` count classifier labels; the :data:`SUMMARY_OUTCOMES` are
-        top-level keys, every outcome is in ``outcomes``; ``failed`` is
-        ``reconstruction_failed``; ``jobs`` maps each job state to its count.
+        ``frames`` counts original frames (one per acquired point); re-acquisitions are
+        counted apart in ``reacquisitions``. ``focused``/``defocused`` are the classifier's
+        labels of the originals; the :data:`SUMMARY_OUTCOMES` are top-level keys, every
+        outcome of an original is in ``outcomes``; ``failed`` is ``reconstruction_failed``;
+        ``jobs`` maps each job state to its count.
         """
         where, args = ("WHERE run_id = ?", (run_id,)) if run_id is not None else ("", ())
         job_where = (
@@ -688,15 +689,18 @@ class Ledger:
             conn = self._connection()
             conn.execute("BEGIN")  # one snapshot for all the numbers
             try:
+                original = "parent_id IS NULL"
                 total, focused, defocused, reacquisitions = conn.execute(
-                    "SELECT COUNT(*), COALESCE(SUM(label = 'focused'), 0),"
-                    " COALESCE(SUM(label = 'defocused'), 0),"
+                    f"SELECT COALESCE(SUM({original}), 0),"
+                    f" COALESCE(SUM({original} AND label = 'focused'), 0),"
+                    f" COALESCE(SUM({original} AND label = 'defocused'), 0),"
                     f" COALESCE(SUM(parent_id IS NOT NULL), 0) FROM frames {where}",
                     args,
                 ).fetchone()
+                originals_where = f"{where} AND {original}" if where else f"WHERE {original}"
                 by_outcome = dict(
                     conn.execute(
-                        f"SELECT outcome, COUNT(*) FROM frames {where} GROUP BY outcome", args
+                        f"SELECT outcome, COUNT(*) FROM frames {originals_where} GROUP BY outcome", args
                     ).fetchall()
                 )
                 by_state = dict(

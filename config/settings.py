@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+_WELL = re.compile(r"([A-Z]{1,2})(\d{1,2})")
 
 
 class Section(BaseModel):
@@ -28,13 +32,15 @@ class PlateSettings(Section):
 
     @model_validator(mode="after")
     def _wells_exist(self) -> PlateSettings:
-        if self.wells is None:
-            return self
-        for well in self.wells:
-            row, col = well[:1].upper(), well[1:]
-            if not (row.isalpha() and col.isdigit()):
-                raise ValueError(f"well {well!r} is not of the form 'B7'")
-            if ord(row) - ord("A") >= self.rows or not 1 <= int(col) <= self.columns:
+        for well in self.wells or []:
+            match = _WELL.fullmatch(well.strip().upper())
+            if match is None:
+                raise ValueError(f"well {well!r} is not of the form 'B7' (or 'AB12' on 1536-well plates)")
+            letters, column = match.groups()
+            row = 0
+            for letter in letters:  # A..Z, then AA, AB... as on 1536-well plates
+                row = row * 26 + ord(letter) - ord("A") + 1
+            if row > self.rows or not 1 <= int(column) <= self.columns:
                 raise ValueError(f"well {well!r} is outside a {self.rows}x{self.columns} plate")
         return self
 

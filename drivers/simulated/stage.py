@@ -198,7 +198,7 @@ class DeviceAutofocus:
         self._seed = seed
         self.miss_rate = miss_rate
         self.miss_um = (lo, hi)
-        self._scan_s = AUTOFOCUS_PLANES * (exposure_s + stage.settle_s)
+        self.scan_s = AUTOFOCUS_PLANES * (exposure_s + stage.settle_s)
 
     def run(self, t_s: float, key: tuple[int, ...]) -> AutofocusResult:
         """Focus at the stage's current XY; ``t_s`` is plan time, ``key`` identifies the
@@ -210,8 +210,8 @@ class DeviceAutofocus:
         else:
             error = float(rng.uniform(-AUTOFOCUS_PRECISION_UM, AUTOFOCUS_PRECISION_UM))
         start = self._clock.now()
-        self._clock.sleep(self._scan_s)
-        true_z = self._surface.z_um(self._stage.x_um, self._stage.y_um, t_s + self._scan_s)
+        self._clock.sleep(self.scan_s)
+        true_z = self._surface.z_um(self._stage.x_um, self._stage.y_um, t_s + self.scan_s)
         self._stage.move_z(true_z + error)
         return AutofocusResult(
             z_um=self._stage.z_um, error_um=error, missed=missed, duration_s=self._clock.now() - start

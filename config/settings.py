@@ -51,7 +51,10 @@ class SimulatedMicroscopeSettings(Section):
     seed: int = 0
     data_dir: Path = Field(Path("refocusd-data"), description="Where the microscope saves raw frames.")
     save_raw: bool = Field(True, description="Save every raw frame like a microscope does (false: benchmarks).")
-    frame_shape: tuple[int, int] = Field((1024, 1024), description="Camera frame (rows, columns).")
+    frame_shape: tuple[int, int] = Field((512, 512), description="Camera frame (rows, columns).")
+    camera_pixel_um: float | None = Field(
+        None, gt=0, description="Sensor pixel pitch; default the paper's camera (3.70 µm, 0.37 µm/px at 10x)."
+    )
     bit_depth: Literal[8, 12, 16] = 16
     objective: Literal["10x", "20x"] = "10x"
     autofocus_miss_rate: float = Field(8 / 120, ge=0, le=1, description="Paper: 8 defocused in 120.")

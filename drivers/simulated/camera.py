@@ -18,6 +18,7 @@ wrap-around arithmetic on a clipped image, one pass, no overflow).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ import structlog
 
 from refocusd.config.settings import SimulatedMicroscopeSettings
 from refocusd.drivers.clock import Clock
+from refocusd.models.synth.dataset import PAPER_CAMERA_PIXEL_UM
 from refocusd.models.synth.camera import Camera, illumination_field, specimen_grid
 from refocusd.models.synth.optics import OBJECTIVES, Optics, render
 from refocusd.models.synth.specimen import CELL_TYPES, SUBSTRATES, Specimen, random_specimen
@@ -94,7 +96,14 @@ class SimulatedCamera:
         self.seed = settings.seed
         self.exposure_s = settings.exposure_s
         self.frame_shape: tuple[int, int] = (int(settings.frame_shape[0]), int(settings.frame_shape[1]))
-        self.optics: Optics = OBJECTIVES[settings.objective]
+        # The camera samples like the paper's (3.70 µm sensor pitch behind the objective),
+        # the same sampling `refocusd synth` renders training data at, so the shipped
+        # models see cells at the scale they were trained on.
+        objective = OBJECTIVES[settings.objective]
+        sensor_pitch_um = settings.camera_pixel_um or PAPER_CAMERA_PIXEL_UM
+        self.optics: Optics = dataclasses.replace(
+            objective, field_of_view_um=sensor_pitch_um / objective.magnification * max(self.frame_shape)
+        )
         self.sensor = Camera(bit_depth=settings.bit_depth)
         self.grid_shape, self.grid_pixel_um = specimen_grid(
             self.optics, self.frame_shape, max_side=SPECIMEN_GRID_MAX_SIDE

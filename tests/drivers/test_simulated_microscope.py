@@ -304,4 +304,6 @@ def test_frames_resample_to_the_camera_shape(tmp_path: Path) -> None:
     cam = SimulatedCamera(settings(frame_shape=(600, 400), bit_depth=12), clock=SimulatedClock())
     frame = cam.snap((1, 2, 0), 0.0, noise_key=(0,))
     assert frame.shape == (600, 400) and frame.dtype == np.uint16 and frame.max() <= 4095
-    assert max(cam.grid_shape) <= 512 and cam.pixel_size_um == pytest.approx(600.0 / 600)
+    # The paper's camera: 3.70 µm sensor pitch behind the 10x objective → 0.37 µm/px.
+    assert max(cam.grid_shape) <= 512 and cam.pixel_size_um == pytest.approx(0.37, abs=0.001)
+    assert cam.field_of_view_um == pytest.approx(600 * cam.pixel_size_um)

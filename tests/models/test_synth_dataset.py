@@ -1,0 +1,138 @@
+"""``refocusd synth`` end to end: the console script in a real subprocess, real TIFF files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from refocusd.models.synth.dataset import PLANS, SynthError, SynthRequest, generate_dataset, render_item
+
+
+def _refocusd() -> str:
+    beside = Path(sys.executable).parent / "refocusd"
+    found = str(beside) if beside.exists() else shutil.which("refocusd")
+    assert found, "the refocusd console script is not installed"
+    return found
+
+
+def _synth(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([_refocusd(), "synth", *args], capture_output=True, text=True, timeout=300)
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _gradient_energy(image: np.ndarray) -> float:
+    gy, gx = np.gradient(image.astype(np.float64))
+    return float(np.mean(gy**2 + gx**2))
+
+
+def test_reconstructor_pairs_layout_manifest_and_reproducibility(tmp_path: Path) -> None:
+    args = ["--kind", "reconstructor", "--n", "4", "--size", "128", "--seed", "7"]
+    first = _synth(*args, "--out", str(tmp_path / "a"))
+    assert first.returncode == 0, first.stderr
+    assert "wrote 4 reconstructor" in first.stdout
+    root = tmp_path / "a"
+    inputs = sorted(p.name for p in (root / "input").iterdir())
+    targets = sorted(p.name for p in (root / "target").iterdir())
+    assert len(inputs) == 4 and inputs == targets
+
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["kind"] == "reconstructor" and manifest["seed"] == 7 and manifest["complete"]
+    assert manifest["parameters"]["size"] == 128 and manifest["parameters"]["bit_depth"] == 8
+    assert {item["objective"] for item in manifest["items"]} == {"10x", "20x"}  # mixed by default
+    sharper = 0
+    for item in manifest["items"]:
+        assert item["input"] == f"input/{item['name']}" and item["target"] == f"target/{item['name']}"
+        assert item["substrate"] in ("tcps", "hydrogel", "pdms") and item["target_z_um"] == 0.0
+        distance = min(abs(abs(item["z_um"]) - d) for d in PLANS[item["objective"]].pair_distances_um)
+        assert distance <= 1.5  # the paper's fixed offsets with ±1.5 µm stage jitter
+        x = tifffile.imread(root / item["input"])
+        y = tifffile.imread(root / item["target"])
+        assert x.shape == y.shape == (128, 128) and x.dtype == y.dtype == np.uint8
+        assert not np.array_equal(x, y)
+        sharper += _gradient_energy(y) > _gradient_energy(x)
+    assert sharper >= 3  # targets are the in-focus frames
+    assert {np.sign(item["z_um"]) for item in manifest["items"]} == {-1.0, 1.0}
+    for objective in ("10x", "20x"):  # 4 pairs hold both objectives and both distances
+        zs = [abs(i["z_um"]) for i in manifest["items"] if i["objective"] == objective]
+        nearest = {min(PLANS[objective].pair_distances_um, key=lambda d: abs(d - z)) for z in zs}
+        assert nearest == set(PLANS[objective].pair_distances_um)
+
+    again = _synth(*args, "--out", str(tmp_path / "b"))
+    assert again.returncode == 0, again.stderr
+    assert _files(root) == _files(tmp_path / "b")  # same seed → byte-identical files
+    other = _synth("--kind", "reconstructor", "--n", "1", "--size", "128", "--seed", "8", "--out", str(tmp_path / "c"))
+    assert other.returncode == 0, other.stderr
+    assert (tmp_path / "c/input/000000.tif").read_bytes() != (root / "input/000000.tif").read_bytes()
+
+
+def test_classifier_split_ranges_and_bit_depth(tmp_path: Path) -> None:
+    out = tmp_path / "cls"
+    run = _synth("--kind", "classifier", "--out", str(out), "--n", "6", "--size", "96", "--bit-depth", "16",
+                 "--objective", "20x", "--seed", "1")
+    assert run.returncode == 0, run.stderr
+    assert len(list((out / "focused").glob("*.tif"))) == 3
+    assert len(list((out / "defocused").glob("*.tif"))) == 3
+    manifest = json.loads((out / "manifest.json").read_text())
+    plan = PLANS["20x"]
+    for item in manifest["items"]:
+        assert item["objective"] == "20x"
+        frame = tifffile.imread(out / item["path"])
+        assert frame.dtype == np.uint16 and frame.shape == (96, 96)
+        if item["label"] == "focused":
+            assert abs(item["z_um"]) <= plan.focused_max_um
+        else:
+            assert plan.defocused_min_um <= abs(item["z_um"]) <= plan.defocused_max_um
+
+    # Regenerating the same kind in place replaces the previous run (no stale frames left).
+    rerun = _synth("--kind", "classifier", "--out", str(out), "--n", "2", "--size", "96")
+    assert rerun.returncode == 0, rerun.stderr
+    assert len(list(out.rglob("*.tif"))) == 2
+
+
+def test_refuses_a_folder_of_another_kind_and_bad_arguments(tmp_path: Path) -> None:
+    out = tmp_path / "cls"
+    assert _synth("--kind", "classifier", "--out", str(out), "--n", "2", "--size", "64").returncode == 0
+    wrong = _synth("--kind", "reconstructor", "--out", str(out), "--n", "2", "--size", "64")
+    assert wrong.returncode == 2
+    assert "holds a 'classifier' data set" in wrong.stderr
+    assert not (out / "input").exists()
+
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    (foreign / "holiday.jpg").write_bytes(b"x")
+    refused = _synth("--kind", "classifier", "--out", str(foreign), "--n", "2")
+    assert refused.returncode == 2 and "not a synth data set" in refused.stderr
+    assert [p.name for p in foreign.iterdir()] == ["holiday.jpg"]
+
+    for bad in (["--objective", "40x"], ["--kind", "segmenter"]):
+        args = {"--kind": "classifier", "--n": "2", "--out": str(tmp_path / "never")}
+        args.update(dict(zip(bad[::2], bad[1::2])))
+        result = _synth(*[x for kv in args.items() for x in kv])
+        assert result.returncode == 2, (bad, result.stdout, result.stderr)
+    assert not (tmp_path / "never").exists()
+
+
+def test_items_do_not_depend_on_n_and_progress_is_reported(tmp_path: Path) -> None:
+    small = render_item(SynthRequest(kind="classifier", n=4, seed=3, size=64), 3)
+    large = render_item(SynthRequest(kind="classifier", n=40, seed=3, size=64), 3)
+    assert small.record == large.record
+    for rel in small.frames:
+        np.testing.assert_array_equal(small.frames[rel], large.frames[rel])
+
+    calls: list[tuple[int, int]] = []
+    manifest = generate_dataset(tmp_path / "d", SynthRequest(kind="classifier", n=3, size=64),
+                                progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(0, 3), (1, 3), (2, 3), (3, 3)]
+    assert [item["label"] for item in manifest["items"]] == ["focused", "defocused", "focused"]
+    with pytest.raises(SynthError, match="n=0"):
+        SynthRequest(kind="classifier", n=0)

@@ -1,7 +1,295 @@
-"""(placeholder: commands are added by the owner of this module)"""
+"""``refocusd classify`` and ``refocusd reconstruct``: the networks on image files.
 
+Inputs are files or folders (expanded recursively to ``*.tif *.tiff *.png *.jpg *.jpeg``,
+sorted). TIFFs are read with tifffile, PNG/JPEG with Pillow. A multi-page TIFF or a stack
+contributes its *first* plane (first page of the first series): one input, one answer.
+A file that cannot be read as one mono or RGB frame gets an error line; the others are
+still processed, and the exit status is 1. An unusable model is exit status 2.
+TensorFlow is imported only once a command runs.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 import typer
+from rich.table import Table
+
+from refocusd.daemon.cli.common import (
+    EXIT_FAILURES,
+    EXIT_OK,
+    err_console,
+    out_console,
+    print_json,
+    user_errors,
+)
+
+if TYPE_CHECKING:
+    from refocusd.models.runtime import Classifier, Reconstructor
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+_TIFF_SUFFIXES = (".tif", ".tiff")
+_STRIP_SUFFIXES = (".ome.tiff", ".ome.tif", *IMAGE_SUFFIXES)
+OUTPUT_SUFFIX = ".reconstructed.ome.tif"
+
+_MODEL_HELP = "'default' (shipped), a model folder written by `refocusd train`, or its .keras file."
+_DEVICE_HELP = "auto (GPU when present), cpu or gpu."
+
+
+class InputError(Exception):
+    """One input could not be used; the message is the reason shown to the user."""
+
+
+@dataclass(frozen=True, slots=True)
+class Input:
+    path: Path
+    problem: str | None = None  # set when the path itself is unusable
+
+
+def expand_inputs(paths: list[Path]) -> Iterator[Input]:
+    """Files as given; folders as the images inside them, recursively, sorted."""
+    for path in paths:
+        if path.is_dir():
+            found = sorted(
+                p for p in path.rglob("*")
+                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
+            if not found:
+                yield Input(path, f"folder holds no {'/'.join(s[1:] for s in IMAGE_SUFFIXES)} images")
+            yield from (Input(p) for p in found)
+        elif path.is_file():
+            yield Input(path)
+        elif path.exists():
+            yield Input(path, "not a regular file or folder")
+        else:
+            yield Input(path, "no such file or folder")
+
+
+def read_frame(path: Path) -> np.ndarray:
+    """One mono ``(H, W)`` or RGB ``(H, W, 3)`` frame from an image file (see module docs)."""
+    try:
+        if path.suffix.lower() in _TIFF_SUFFIXES:
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                if not tif.pages:
+                    raise InputError("TIFF holds no images")
+                pixels = tif.pages[0].asarray()  # the first plane of a stack or series
+        else:
+            from PIL import Image
+
+            with Image.open(path) as image:
+                image.seek(0)
+                if image.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "RGBA", "RGBX"):
+                    image = image.convert("RGB")
+                elif image.mode in ("1", "LA", "La"):
+                    image = image.convert("L")
+                pixels = np.asarray(image)
+    except InputError:
+        raise
+    except Exception as exc:  # any decoder failure on a user's file means "unreadable"
+        raise InputError(f"cannot read image: {type(exc).__name__}: {exc}") from exc
+    return _one_frame(np.asarray(pixels))
+
+
+def _one_frame(pixels: np.ndarray) -> np.ndarray:
+    while pixels.ndim > 2 and pixels.shape[0] == 1:
+        pixels = pixels[0]
+    if pixels.ndim == 3 and pixels.shape[0] in (3, 4) and pixels.shape[-1] not in (3, 4):
+        pixels = np.moveaxis(pixels, 0, -1)  # planar RGB
+    if pixels.ndim == 3 and pixels.shape[-1] == 4:
+        pixels = pixels[..., :3]  # drop alpha
+    if pixels.ndim == 3 and pixels.shape[-1] == 1:
+        pixels = pixels[..., 0]
+    if not (pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[-1] == 3)):
+        raise InputError(f"expected one mono or RGB frame, got an array of shape {pixels.shape}")
+    if pixels.size == 0:
+        raise InputError("image is empty")
+    if pixels.dtype.kind not in "uif":
+        raise InputError(f"unsupported pixel type {pixels.dtype}")
+    return pixels
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    lower = name.lower()
+    for suffix in _STRIP_SUFFIXES:
+        if lower.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _quiet_logging() -> None:
+    # Logs go to stderr so stdout carries only the results (JSON lines or the table).
+    from refocusd.daemon.logging import configure_logging
+
+    configure_logging(level="warning")
+
+
+# ----------------------------------------------------------------------------- classify
+
+
+def classify(
+    paths: list[Path] = typer.Argument(..., help="Image files or folders of images."),
+    model: str = typer.Option("default", "--model", "-m", help=_MODEL_HELP),
+    json_lines: bool = typer.Option(False, "--json", help="One JSON object per input on stdout."),
+    device: str = typer.Option("auto", "--device", help=_DEVICE_HELP),
+    threshold: float = typer.Option(
+        0.5, "--threshold", min=0.0, max=1.0, help="p(focused) at or above this is 'focused'."
+    ),
+) -> None:
+    """Classify frames as focused or defocused with the paper's SDCNN."""
+    _quiet_logging()
+    with user_errors():
+        from refocusd.models.runtime import load_classifier
+
+        if not 0.0 < threshold < 1.0:
+            err_console.print("[bold red]error:[/] --threshold must be strictly between 0 and 1")
+            raise typer.Exit(2)
+        classifier = load_classifier(model, device=_device(device), threshold=threshold)
+    rows: list[dict[str, Any]] = []
+    for item in expand_inputs(paths):
+        row = _classify_one(classifier, item)
+        rows.append(row)
+        if json_lines:
+            print_json(row)
+    if not json_lines:
+        _print_table(rows, classifier.model_id)
+    raise typer.Exit(EXIT_FAILURES if any("error" in r for r in rows) else EXIT_OK)
+
+
+def _classify_one(classifier: Classifier, item: Input) -> dict[str, Any]:
+    from refocusd.models.preprocessing import PixelFormatError
+
+    if item.problem:
+        return {"path": str(item.path), "error": item.problem}
+    try:
+        verdict = classifier.classify(read_frame(item.path))
+    except (InputError, PixelFormatError) as exc:
+        return {"path": str(item.path), "error": str(exc)}
+    return {
+        "path": str(item.path),
+        "p_focused": round(verdict.p_focused, 6),
+        "label": verdict.label,
+        "model": verdict.model_id,
+    }
+
+
+def _print_table(rows: list[dict[str, Any]], model_id: str) -> None:
+    table = Table(title=f"classifier {model_id}", title_justify="left")
+    table.add_column("path", overflow="fold")
+    table.add_column("p(focused)", justify="right")
+    table.add_column("label")
+    for row in rows:
+        if "error" in row:
+            table.add_row(row["path"], "", f"[red]error: {row['error']}[/]")
+        else:
+            colour = "green" if row["label"] == "focused" else "yellow"
+            table.add_row(row["path"], f"{row['p_focused']:.4f}", f"[{colour}]{row['label']}[/]")
+    out_console.print(table)
+    counts = {label: sum(r.get("label") == label for r in rows) for label in ("focused", "defocused")}
+    errors = sum("error" in r for r in rows)
+    out_console.print(
+        f"{counts['focused']} focused, {counts['defocused']} defocused, {errors} unreadable"
+    )
+
+
+# -------------------------------------------------------------------------- reconstruct
+
+
+def reconstruct(
+    paths: list[Path] = typer.Argument(..., help="Image files or folders of images."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the reconstructions."),
+    model: str = typer.Option("default", "--model", "-m", help=_MODEL_HELP),
+    device: str = typer.Option("auto", "--device", help=_DEVICE_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
+) -> None:
+    """Reconstruct frames with the ResUNet; write OUT/<stem>.reconstructed.ome.tif (+ .json).
+
+    Each output carries its provenance (source path and SHA-256, model and its SHA-256,
+    parameters, software versions, device, UTC time). Inputs are only ever read.
+    """
+    _quiet_logging()
+    with user_errors():
+        from refocusd.models.runtime import load_reconstructor
+
+        reconstructor = load_reconstructor(model, device=_device(device))
+    run_id = f"cli-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+    claimed: dict[Path, Path] = {}
+    failed = False
+    for item in expand_inputs(paths):
+        row = _reconstruct_one(reconstructor, item, out, run_id, claimed, overwrite)
+        failed |= "error" in row
+        print_json(row)
+    raise typer.Exit(EXIT_FAILURES if failed else EXIT_OK)
+
+
+def _reconstruct_one(reconstructor: Reconstructor, item: Input, out: Path, run_id: str,
+                     claimed: dict[Path, Path], overwrite: bool) -> dict[str, Any]:
+    from refocusd.daemon.provenance import build_provenance, sha256_file
+    from refocusd.daemon.writer import WriterError, write_reconstruction
+    from refocusd.models.preprocessing import PixelFormatError
+
+    if item.problem:
+        return {"path": str(item.path), "error": item.problem}
+    target = out / f"{_stem(item.path)}{OUTPUT_SUFFIX}"
+    source = item.path.resolve()
+    if target.resolve() in claimed:
+        return {"path": str(item.path),
+                "error": f"output {target} would overwrite the one of {claimed[target.resolve()]}"}
+    if target.exists() and not overwrite:  # refuse before spending seconds on the network
+        return {"path": str(item.path),
+                "error": f"{target} already exists (pass --overwrite to replace it)"}
+    try:
+        digest = sha256_file(item.path)  # before reading the pixels: hash what we reconstruct
+        pixels = read_frame(item.path)
+        tile = reconstructor.tile_for(pixels.shape[0], pixels.shape[1])
+        started = time.perf_counter()
+        restored = reconstructor.reconstruct(pixels)
+        seconds = time.perf_counter() - started
+        provenance = build_provenance(
+            reason="requested: refocusd reconstruct",
+            source_path=source,
+            source_sha256=digest,
+            coords={},
+            acquired_at=None,
+            verdict=None,
+            reconstructor=reconstructor.provenance,
+            parameters={
+                "tile": tile,
+                "overlap": reconstructor.overlap,
+                "batch_size": reconstructor.batch_size_for(tile),
+                "input_shape": list(pixels.shape),
+                "input_dtype": str(pixels.dtype),
+                "seconds": round(seconds, 3),
+            },
+            run_id=run_id,
+            device=reconstructor.device.describe(),
+        )
+        written = write_reconstruction(
+            restored, target, provenance, source_path=source, overwrite=overwrite
+        )
+    except (InputError, PixelFormatError, WriterError, OSError) as exc:
+        return {"path": str(item.path), "error": str(exc)}
+    claimed[target.resolve()] = item.path
+    return {"path": str(item.path), "output": str(written)}
+
+
+def _device(value: str) -> Any:
+    from refocusd.models.api import ModelError
+
+    if value not in ("auto", "cpu", "gpu"):
+        raise ModelError(f"--device must be auto, cpu or gpu, not {value!r}")
+    return value
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("classify")(classify)
+    app.command("reconstruct")(reconstruct)

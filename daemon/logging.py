@@ -45,6 +45,9 @@ def configure_logging(
         if use_console
         else structlog.processors.JSONRenderer(sort_keys=False)
     )
+    # TensorFlow's Python logger warns about tf.function retracing during warm-up: noise
+    # for a lab manager reading the service log.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)

@@ -22,6 +22,7 @@ from refocusd.daemon.policy import Action, Decision, Reason, decide
 from refocusd.daemon.refocus import RefocusFailed, RefocusStrategy
 from refocusd.drivers import Clock, Coordinates, DriverError, Frame, Microscope, StageControl
 from refocusd.models import FocusClassifier, Verdict
+from refocusd.models.preprocessing import PixelFormatError
 
 log = structlog.get_logger("refocusd.runner")
 
@@ -123,12 +124,17 @@ class Runner:
             flog.info("frame.duplicate")
             return None
         problem = frame_problem(frame.pixels)
-        if problem is not None:
+        verdict = None
+        if problem is None:
+            try:
+                verdict = self._classifier.classify(frame.pixels)
+            except PixelFormatError as exc:
+                problem = str(exc)
+        if verdict is None:
             self._ledger.record_frame(self._record(frame, None, Action.QUARANTINE, "quarantined", problem))
             flog.warning("frame.quarantined", reason=problem)
             return self._outcome(frame, None, "quarantined", problem, 0, started)
 
-        verdict = self._classifier.classify(frame.pixels)
         flog = flog.bind(p_focused=round(verdict.p_focused, 4), label=verdict.label)
         flog.info("frame.classified", model=verdict.model_id, classify_ms=_ms(verdict.latency_s))
         decision = self._decide(verdict, frame, attempts=0)

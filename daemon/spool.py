@@ -16,10 +16,10 @@ def write_atomically(path: Path, pixels: np.ndarray, *, metadata: dict[str, Any]
     """Write ``pixels`` to ``path`` via a temporary file + fsync + rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            tifffile.imwrite(handle, pixels, description=json.dumps(metadata), metadata=None)
-            handle.flush()
+        tifffile.imwrite(tmp, pixels, description=json.dumps(metadata), metadata=None)
+        with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:

@@ -28,7 +28,7 @@ def run_service(settings):
 
 
 def originals(ledger: Ledger):
-    return [f for f in ledger.frames() if f["parent_id"] is None]
+    return [f for f in ledger.frames() if f["parent_id"] is None]  # noqa: C416
 
 
 def test_plate_scan_refocuses_exactly_the_missed_frames(tmp_path):
@@ -39,7 +39,7 @@ def test_plate_scan_refocuses_exactly_the_missed_frames(tmp_path):
     )
     summary = run_service(settings)
     with Ledger.open(settings.service.state_dir / LEDGER_FILE) as ledger:
-        frames = ledger.frames()
+        frames = list(ledger.frames())
         by_id = {f["id"]: f for f in frames}
         first = originals(ledger)
     assert summary.frames == len(first) == 6

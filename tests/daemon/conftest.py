@@ -24,9 +24,7 @@ def small_settings(tmp_path: Path, **overrides) -> Settings:
     return load_settings(None, overrides=deep_merge(base, overrides))
 
 
-@pytest.fixture(scope="session")
-def classifier():
-    """The shipped default classifier, loaded once per test session."""
-    from refocusd.models.runtime import load_classifier
-
-    return load_classifier("default", device="cpu")
+@pytest.fixture
+def settings_for(tmp_path):
+    """``settings_for(**overrides)``: :func:`small_settings` under this test's tmp_path."""
+    return lambda **overrides: small_settings(tmp_path, **overrides)

@@ -15,8 +15,6 @@ from refocusd.daemon.provenance import sha256_file
 from refocusd.daemon.service import LEDGER_FILE, Service
 from refocusd.daemon.writer import sidecar_path
 
-from .conftest import small_settings
-
 
 def run_service(settings):
     service = Service(settings)
@@ -28,12 +26,11 @@ def run_service(settings):
 
 
 def originals(ledger: Ledger):
-    return [f for f in ledger.frames() if f["parent_id"] is None]  # noqa: C416
+    return [f for f in ledger.frames() if f["parent_id"] is None]
 
 
-def test_plate_scan_refocuses_exactly_the_missed_frames(tmp_path):
-    settings = small_settings(
-        tmp_path,
+def test_plate_scan_refocuses_exactly_the_missed_frames(settings_for):
+    settings = settings_for(
         driver={"simulated": {"autofocus_miss_rate": 0.5, "autofocus_miss_um": [12.0, 30.0]}},
         refocus={"strategy": "sweep", "sweep_range_um": 40.0, "sweep_step_um": 4.0},
     )
@@ -44,7 +41,7 @@ def test_plate_scan_refocuses_exactly_the_missed_frames(tmp_path):
         first = originals(ledger)
     assert summary.frames == len(first) == 6
 
-    truth = {f["id"]: json.loads(tifffile.TiffFile(f["source_uri"]).pages[0].description)["true_defocus_um"]
+    truth = {f["id"]: json.loads(tifffile.TiffFile(f["source_uri"]).pages[0].description)["metadata"]["true_defocus_um"]
              for f in frames}
     missed = [f for f in first if abs(truth[f["id"]]) >= 12.0]
     assert missed, "the seed must give at least one autofocus miss"
@@ -62,9 +59,8 @@ def test_plate_scan_refocuses_exactly_the_missed_frames(tmp_path):
         assert retry["well"] == by_id[retry["parent_id"]]["well"]
 
 
-def test_missed_timepoint_is_reconstructed_with_provenance(tmp_path):
-    settings = small_settings(
-        tmp_path,
+def test_missed_timepoint_is_reconstructed_with_provenance(settings_for):
+    settings = settings_for(
         plate={"wells": ["A1", "A2"]},
         driver={"simulated": {"autofocus_miss_rate": 1.0, "autofocus_miss_um": [15.0, 20.0]}},
         timelapse={"timepoints": 2, "interval_s": 60.0, "max_delay_s": 0.05},
@@ -90,8 +86,8 @@ def test_missed_timepoint_is_reconstructed_with_provenance(tmp_path):
         assert image.shape == tifffile.imread(source).shape and image.dtype == np.uint16
 
 
-def test_restart_resumes_without_processing_anything_twice(tmp_path):
-    settings = small_settings(tmp_path, driver={"simulated": {"autofocus_miss_rate": 0.3}})
+def test_restart_resumes_without_processing_anything_twice(settings_for):
+    settings = settings_for(driver={"simulated": {"autofocus_miss_rate": 0.3}})
     first = run_service(settings)
     data = settings.driver.simulated.data_dir
     raw = {p: sha256_file(p) for p in sorted(data.rglob("*.tif"))}

@@ -86,12 +86,12 @@ def _demo_settings(out: Path, *, wells: int, timepoints: int, seed: int, phase: 
             "timelapse": {"timepoints": 1},
         }
     else:
-        # Points 5 minutes apart that must be taken within 1 s of schedule: a z-sweep
-        # cannot make it, so defocused points are reconstructed instead.
+        # Points 5 minutes apart that must be taken within 0.5 s of schedule (fast
+        # dynamics): a z-sweep cannot make it, so defocused points are reconstructed.
         specific = {
             "service": {"experiment": "demo-time-lapse"},
-            "plate": {"name": "plate2", "wells": names[: max(1, min(4, wells))], "positions_per_well": 2},
-            "timelapse": {"timepoints": timepoints, "interval_s": 300.0, "max_delay_s": 1.0},
+            "plate": {"name": "plate2", "wells": names[: max(1, min(4, wells))], "positions_per_well": 3},
+            "timelapse": {"timepoints": timepoints, "interval_s": 300.0, "max_delay_s": 0.5},
             "driver": {"simulated": {"seed": seed + 1}},
         }
     return load_settings(None, overrides=deep_merge(common, specific))
@@ -113,7 +113,7 @@ def _prepare_demo_dir(out: Path) -> None:
 def demo(
     out: Path = typer.Option(Path("refocusd-demo"), "--out", help="Folder for data, ledger, logs, reconstructions."),
     wells: int = typer.Option(24, min=1, max=96, help="Wells in the plate scan."),
-    timepoints: int = typer.Option(3, min=1, max=100, help="Time points in the time-lapse."),
+    timepoints: int = typer.Option(4, min=1, max=100, help="Time points in the time-lapse."),
     seed: int = typer.Option(0, help="Seed of the simulated sample and autofocus misses."),
     json_output: bool = typer.Option(False, "--json", help="End with one JSON summary line."),
 ) -> None:
@@ -148,11 +148,14 @@ def demo(
     if json_output:
         print_json(totals)
         return
-    table = Table(title="refocusd demo", show_header=True)
-    for key in ("experiment", "frames", "focused", "defocused", "reacquired", "reconstructed", "quarantined"):
-        table.add_column(key)
+    columns = {"frames": "frames", "focused": "focused", "defocused": "defocused",
+               "reacquired": "re-acquired", "reconstructed": "reconstructed", "quarantined": "quarantined"}
+    table = Table(title="refocusd demo")
+    table.add_column("phase")
+    for header in columns.values():
+        table.add_column(header, justify="right")
     for name, s in zip(("plate scan", "time-lapse"), summaries, strict=False):
-        table.add_row(name, *(str(getattr(s, k)) for k in ("frames", "focused", "defocused", "reacquired", "reconstructed", "quarantined")))
+        table.add_row(name, *(str(getattr(s, key)) for key in columns))
     out_console.print(table)
     out_console.print(
         f"wall time {totals['wall_s']:.1f} s · ledger {out / 'state' / LEDGER_FILE} · "

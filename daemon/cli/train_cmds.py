@@ -151,10 +151,9 @@ def _report_training(result: Any) -> None:
     state = "interrupted, best so far" if result.interrupted else "finished"
     val = card.metrics.get("validation", {})
     metrics = ", ".join(f"{k} {v:.4f}" for k, v in val.items() if _finite(v))
-    out_console.print(
+    typer.echo(
         f"wrote {result.folder} ({card.model_id}): {state}; {result.epochs_run} epoch(s) run, "
-        f"best epoch {result.best_epoch}; validation {metrics or 'n/a'}",
-        highlight=False,
+        f"best epoch {result.best_epoch}; validation {metrics or 'n/a'}"
     )
 
 
@@ -171,7 +170,9 @@ def _train(run: Any, cfg: Any, log_level: str) -> None:
 
 @train_app.command("classifier")
 def train_classifier(
-    data: Path = typer.Option(..., "--data", help=_DATA_HELP),
+    data: list[Path] = typer.Option(
+        ..., "--data", help=_DATA_HELP + " Repeat to train on several folders together."
+    ),
     out: Path = typer.Option(..., "--out", help="Model folder to write (model.keras + model.json)."),
     base: str | None = typer.Option(None, "--base", help=_BASE_HELP),
     epochs: int = typer.Option(50, "--epochs", min=1, help="Epochs (the paper: 50)."),
@@ -190,7 +191,7 @@ def train_classifier(
     from refocusd.models.training import ClassifierTrainConfig, train_classifier as run
 
     cfg = ClassifierTrainConfig(
-        data=data, out=out, base=base, epochs=epochs, seed=seed, val_fraction=val_fraction,
+        data=tuple(data), out=out, base=base, epochs=epochs, seed=seed, val_fraction=val_fraction,
         batch_size=batch_size, steps_per_epoch=steps_per_epoch, augment=augment, name=name,
         version=version, command=_command_line(),
     )

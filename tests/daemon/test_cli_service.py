@@ -148,7 +148,7 @@ def test_demo_end_to_end(tmp_path):
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     for key in ("frames", "focused", "defocused", "reacquired", "reconstructed", "quarantined", "wall_s"):
         assert key in summary
-    assert summary["frames"] == 6 + 4 * 2 * 2
+    assert summary["frames"] == 6 + 4 * 3 * 2  # plate scan + 4 wells x 3 positions x 2 points
     assert (out / "state" / "ledger.sqlite").is_file()
     assert (out / "logs" / "refocusd.jsonl").is_file()
     # Running it again replaces its own folder, but never a folder it did not make.

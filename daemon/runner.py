@@ -183,7 +183,7 @@ class Runner:
                     retry,
                     retry_verdict,
                     Action.ACCEPT if accepted else Action.REFOCUS,
-                    "accepted" if accepted else ("late" if decision.reason is Reason.MISSED_TIMEPOINT else "defocused"),
+                    _retry_outcome(decision),
                     None if accepted else decision.reason,
                     parent_id=frame_id,
                 )
@@ -310,6 +310,12 @@ class Runner:
             attempts=attempts,
             decided_ms=_ms(time.perf_counter() - started),
         )
+
+
+def _retry_outcome(decision: Decision) -> str:
+    if decision.action is Action.ACCEPT:
+        return "accepted"
+    return "late" if decision.reason is Reason.MISSED_TIMEPOINT else "defocused"
 
 
 def _ms(seconds: float) -> float:

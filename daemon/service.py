@@ -132,7 +132,7 @@ class Service:
         self.ledger = Ledger.open(s.service.state_dir / LEDGER_FILE)
         self._recover()
         self.ledger.start_run(
-            self.run_id, s.service.experiment, s.model_dump_json(), _software(), 
+            self.run_id, s.service.experiment, s.model_dump_json(), _software(),
         )
         classifier = load_classifier(
             s.models.classifier,

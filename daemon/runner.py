@@ -29,7 +29,10 @@ log = structlog.get_logger("refocusd.runner")
 
 @dataclass(frozen=True, slots=True)
 class FrameOutcome:
-    """What happened to one original frame (re-acquisitions are folded in)."""
+    """What happened to one original frame (re-acquisitions are folded in).
+
+    ``decided_ms`` is frame in → first action issued (accept, queue, or start of re-focus).
+    """
 
     coords: Coordinates
     source: str
@@ -133,7 +136,7 @@ class Runner:
         if verdict is None:
             self._ledger.record_frame(self._record(frame, None, Action.QUARANTINE, "quarantined", problem))
             flog.warning("frame.quarantined", reason=problem)
-            return self._outcome(frame, None, "quarantined", problem, 0, started)
+            return self._outcome(frame, None, "quarantined", problem, 0, _ms(time.perf_counter() - started))
 
         flog = flog.bind(p_focused=round(verdict.p_focused, 4), label=verdict.label)
         flog.info("frame.classified", model=verdict.model_id, classify_ms=_ms(verdict.latency_s))
@@ -145,10 +148,10 @@ class Runner:
                 self._record(frame, verdict, decision.action, "accepted", None, decided_ms=decided_ms)
             )
             flog.info("frame.accepted", decided_ms=decided_ms)
-            return self._outcome(frame, verdict, "accepted", None, 0, started)
+            return self._outcome(frame, verdict, "accepted", None, 0, decided_ms)
         if decision.action is Action.RECONSTRUCT:
             self._queue(frame, verdict, decision.reason, flog, decided_ms=decided_ms)
-            return self._outcome(frame, verdict, "reconstruction_queued", decision.reason, 0, started)
+            return self._outcome(frame, verdict, "reconstruction_queued", decision.reason, 0, decided_ms)
 
         # Record the original before touching the stage: a crash mid-refocus leaves it
         # as 'refocusing', which start-up recovery turns into a reconstruction job.
@@ -156,7 +159,7 @@ class Runner:
             self._record(frame, verdict, Action.REFOCUS, "refocusing", decision.reason, decided_ms=decided_ms)
         )
         outcome, reason, attempts = self._save_by_reacquisition(frame, frame_id, verdict, flog)
-        return self._outcome(frame, verdict, outcome, reason, attempts, started)
+        return self._outcome(frame, verdict, outcome, reason, attempts, decided_ms)
 
     # -- re-focus and re-acquire ------------------------------------------------------
 
@@ -299,7 +302,7 @@ class Runner:
 
     @staticmethod
     def _outcome(
-        frame: Frame, verdict: Verdict | None, outcome: str, reason: str | None, attempts: int, started: float
+        frame: Frame, verdict: Verdict | None, outcome: str, reason: str | None, attempts: int, decided_ms: float
     ) -> FrameOutcome:
         return FrameOutcome(
             coords=frame.coords,
@@ -308,7 +311,7 @@ class Runner:
             outcome=outcome,
             reason=None if reason is None else str(reason),
             attempts=attempts,
-            decided_ms=_ms(time.perf_counter() - started),
+            decided_ms=decided_ms,
         )
 
 

@@ -30,6 +30,7 @@ from refocusd.daemon.refocus import build_strategy
 from refocusd.daemon.runner import FrameOutcome, Runner, RunnerOptions
 from refocusd.daemon.worker import ReconstructionWorker
 from refocusd.drivers import Clock, Microscope, SimulatedClock, SystemClock
+from refocusd.models.store import check_model
 
 log = structlog.get_logger("refocusd.service")
 
@@ -134,6 +135,9 @@ class Service:
         self.ledger.start_run(
             self.run_id, s.service.experiment, s.model_dump_json(), _software(),
         )
+        # The reconstructor loads on the first job; its model must at least exist and
+        # have a valid card now, or the service would fail every job hours later.
+        check_model(s.models.reconstructor, "reconstructor")
         classifier = load_classifier(
             s.models.classifier,
             device=s.models.device,

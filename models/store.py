@@ -100,8 +100,8 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_keras(folder: Path, card: ModelCard) -> keras.Model:
-    """Verify the weights file against the card's SHA-256, then load it in safe mode."""
+def verify_weights(folder: Path, card: ModelCard) -> Path:
+    """The weights file, after checking it exists and matches the card's SHA-256."""
     folder = Path(folder)
     path = folder / card.weights_file
     if not path.is_file():
@@ -114,6 +114,20 @@ def load_keras(folder: Path, card: ModelCard) -> keras.Model:
             f"{path} does not match its card: SHA-256 {actual[:16]}... but {CARD_FILE} says "
             f"{card.weights_sha256[:16]}... (the file was modified, truncated or replaced)"
         )
+    return path
+
+
+def check_model(spec: str | Path, kind: ModelKind) -> ModelCard:
+    """Resolve ``spec`` and verify its weights without importing TensorFlow (fail fast)."""
+    folder = resolve(spec, kind)
+    card = load_card(folder)
+    verify_weights(folder, card)
+    return card
+
+
+def load_keras(folder: Path, card: ModelCard) -> keras.Model:
+    """Verify the weights file against the card's SHA-256, then load it in safe mode."""
+    path = verify_weights(folder, card)
     import keras
 
     import refocusd.models.layers  # noqa: F401  (registers the custom layers)

@@ -159,3 +159,22 @@ def test_demo_end_to_end(tmp_path):
     (foreign / "thesis.docx").write_text("precious")
     refused = subprocess.run([*REFOCUSD, "demo", "--out", str(foreign)], capture_output=True, text=True)
     assert refused.returncode == 2 and (foreign / "thesis.docx").exists()
+
+
+def test_run_refuses_to_start_with_a_tampered_model(tmp_path):
+    import shutil
+
+    from refocusd.models.store import default_folder
+
+    tampered = tmp_path / "model"
+    shutil.copytree(default_folder("reconstructor"), tampered)
+    weights = tampered / "model.keras"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    config = write_config(tmp_path)
+    config.write_text(config.read_text().replace('device = "cpu"', f'device = "cpu"\nreconstructor = "{tampered}"'))
+    result = subprocess.run([*REFOCUSD, "run", "--config", str(config)], capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "does not match its card" in result.stderr and "Traceback" not in result.stderr
+    assert not frame_rows(tmp_path), "nothing may be processed by a service that cannot reconstruct"

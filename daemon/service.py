@@ -129,15 +129,15 @@ class Service:
 
         s = self.settings
         structlog.contextvars.bind_contextvars(run_id=self.run_id, experiment=s.service.experiment)
+        # The reconstructor loads on the first job; its model must at least exist and
+        # match its card now, or the service would fail every job hours later.
+        check_model(s.models.reconstructor, "reconstructor")
         self._lock = hold_state_lock(s.service.state_dir)
         self.ledger = Ledger.open(s.service.state_dir / LEDGER_FILE)
         self._recover()
         self.ledger.start_run(
             self.run_id, s.service.experiment, s.model_dump_json(), _software(),
         )
-        # The reconstructor loads on the first job; its model must at least exist and
-        # have a valid card now, or the service would fail every job hours later.
-        check_model(s.models.reconstructor, "reconstructor")
         classifier = load_classifier(
             s.models.classifier,
             device=s.models.device,

@@ -31,7 +31,7 @@ FOCUSED, DEFOCUSED = 0, 1  # class indices: the SDCNN's softmax index 0 is "focu
 CLASS_FOLDERS = ("focused", "defocused")
 PAIR_FOLDERS = ("input", "target")
 MANIFEST_NAME = "manifest.json"
-_MANIFEST_INLINE_LIMIT = 16_000  # characters; larger manifests are summarised in cards
+_MANIFEST_INLINE_LIMIT = 2_000  # characters; longer lists (per-file records) are counted
 
 
 class DatasetError(ModelError):
@@ -104,23 +104,25 @@ def _require_subfolder(root: Path, name: str, layout: str) -> Path:
 
 
 def _read_manifest(root: Path) -> dict[str, Any] | None:
+    """The folder's ``manifest.json`` for a card: its settings and SHA-256, without the
+    per-file records (which can run to megabytes), or ``None`` when there is none."""
     path = root / MANIFEST_NAME
     if not path.is_file():
         return None
     try:
-        text = path.read_text(encoding="utf-8")
-        data = json.loads(text)
+        raw = path.read_bytes()
+        data = json.loads(raw.decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         log.warning("dataset.manifest_unreadable", path=str(path), error=str(exc))
         return {"unreadable": str(path)}
-    if len(text) <= _MANIFEST_INLINE_LIMIT:
-        return data if isinstance(data, dict) else {"content": data}
-    # Per-file manifests can be large: keep scalar settings and a hash of the whole file.
-    summary: dict[str, Any] = {"sha256": hashlib.sha256(text.encode()).hexdigest()}
-    if isinstance(data, dict):
-        summary.update(
-            {k: v for k, v in data.items() if isinstance(v, str | int | float | bool) or v is None}
-        )
+    summary: dict[str, Any] = {"sha256": hashlib.sha256(raw).hexdigest()}
+    if not isinstance(data, dict):
+        return summary
+    for key, value in data.items():
+        if isinstance(value, list) and len(json.dumps(value)) > _MANIFEST_INLINE_LIMIT:
+            summary[f"{key}_count"] = len(value)  # per-file records: counted, not copied
+        else:
+            summary[key] = value
     return summary
 
 
@@ -149,6 +151,47 @@ class ClassifierFolder:
             "counts": {"focused": len(self.focused), "defocused": len(self.defocused)},
             "manifest": self.manifest,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class ClassifierData:
+    """One or more classifier folders trained on together (e.g. several frame sizes)."""
+
+    folders: tuple[ClassifierFolder, ...]
+
+    @property
+    def paths(self) -> list[Path]:
+        return [p for f in self.folders for p in f.paths]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.concatenate([f.labels for f in self.folders])
+
+    @property
+    def n_focused(self) -> int:
+        return sum(len(f.focused) for f in self.folders)
+
+    @property
+    def n_defocused(self) -> int:
+        return sum(len(f.defocused) for f in self.folders)
+
+    def describe(self) -> dict[str, Any]:
+        if len(self.folders) == 1:
+            return self.folders[0].describe()
+        return {
+            "layout": "classifier",
+            "counts": {"focused": self.n_focused, "defocused": self.n_defocused},
+            "folders": [f.describe() for f in self.folders],
+        }
+
+
+def scan_classifier_folders(roots: Sequence[Path | str] | Path | str) -> ClassifierData:
+    """:func:`scan_classifier_folder` for each root (a single path is accepted too)."""
+    if isinstance(roots, str | Path):
+        roots = [roots]
+    if not roots:
+        raise DatasetError("no data folder given")
+    return ClassifierData(tuple(scan_classifier_folder(r) for r in roots))
 
 
 @dataclass(frozen=True, slots=True)

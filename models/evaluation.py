@@ -191,8 +191,15 @@ def richardson_lucy(image: np.ndarray, setting: RLSetting) -> np.ndarray:
     scale = data_range(image)
     work = (image.astype(np.float64) - low) / scale
     kernel = setting.kernel()
+    # skimage convolves with zero padding, which darkens a PSF-wide rim; mirror the frame
+    # out first (as a careful user would) so the baseline is not penalised at its edges.
+    pad = 2 * kernel.shape[0]
     channels = [work] if work.ndim == 2 else [work[..., c] for c in range(work.shape[-1])]
-    restored = [rl(np.clip(ch, 0.0, 1.0), kernel, num_iter=setting.iterations) for ch in channels]
+    restored = [
+        rl(np.pad(np.clip(ch, 0.0, 1.0), pad, mode="symmetric"), kernel,
+           num_iter=setting.iterations)[pad:-pad, pad:-pad]
+        for ch in channels
+    ]
     out = restored[0] if work.ndim == 2 else np.stack(restored, axis=-1)
     out = out * scale + low
     if np.issubdtype(image.dtype, np.integer):
@@ -391,3 +398,28 @@ def evaluate_reconstructor(
         realism_auc=report.realism_auc_focused_vs_reconstructed,
     )
     return report
+
+
+def record_report(folder: Path | str, key: str, report: BaseModel) -> Path:
+    """Store ``report`` in ``folder``'s card under ``metrics[key]`` (weights untouched, so
+    their SHA-256 still matches). Written to a temporary file and renamed."""
+    import json
+    import os
+    import uuid
+
+    from refocusd.models import store
+    from refocusd.models.card import CARD_FILE
+
+    folder = Path(folder)
+    card = store.load_card(folder)
+    metrics = {**card.metrics, key: report.model_dump(mode="json")}
+    updated = card.model_copy(update={"metrics": metrics})
+    path = folder / CARD_FILE
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        tmp.write_text(json.dumps(updated.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.info("evaluate.recorded", folder=str(folder), key=key, model=card.model_id)
+    return path

@@ -123,7 +123,8 @@ class Service:
         self._lock: TextIO | None = None
 
     def start(self) -> None:
-        """Open the ledger, recover, load the classifier, connect the driver."""
+        """Check the models, load the classifier, open the ledger (recovering what a crash
+        left behind), connect the driver, start the reconstruction worker."""
         began = time.perf_counter()
         from refocusd.models.runtime import load_classifier  # TensorFlow loads here
 
@@ -132,18 +133,16 @@ class Service:
         # The reconstructor loads on the first job; its model must at least exist and
         # match its card now, or the service would fail every job hours later.
         check_model(s.models.reconstructor, "reconstructor")
-        self._lock = hold_state_lock(s.service.state_dir)
-        self.ledger = Ledger.open(s.service.state_dir / LEDGER_FILE)
-        self._recover()
-        self.ledger.start_run(
-            self.run_id, s.service.experiment, s.model_dump_json(), _software(),
-        )
         classifier = load_classifier(
             s.models.classifier,
             device=s.models.device,
             threshold=s.models.threshold,
             mixed_precision=s.models.mixed_precision,
         )
+        self._lock = hold_state_lock(s.service.state_dir)
+        self.ledger = Ledger.open(s.service.state_dir / LEDGER_FILE)
+        self._recover()
+        self.ledger.start_run(self.run_id, s.service.experiment, s.model_dump_json(), _software())
         self._driver = self._driver_factory(s, self.clock)
         self.worker = ReconstructionWorker(
             ledger=self.ledger,

@@ -155,7 +155,9 @@ def save_model(model: keras.Model, folder: Path, card: ModelCard) -> ModelCard:
     weights = folder / card.weights_file
     tmp = folder / f".{weights.stem}.{uuid.uuid4().hex}.tmp.keras"  # Keras wants .keras
     try:
-        model.save(tmp)
+        # Weights only: optimizer slots would triple a shipped file (Nadam) and nothing
+        # resumes from them (fine-tuning starts a fresh schedule).
+        model.save(tmp, include_optimizer=False)
         digest = sha256_file(tmp)
         _fsync(tmp)
         os.replace(tmp, weights)

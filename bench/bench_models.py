@@ -75,6 +75,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "refocusd-bench-models")
     parser.add_argument("--classifier", default="default")
     parser.add_argument("--reconstructor", default="default")
+    parser.add_argument("--classifier-data", type=Path, help="Use this held-out folder instead.")
+    parser.add_argument("--reconstructor-data", type=Path, help="Use this held-out folder instead.")
+    parser.add_argument("--workload-data", type=Path, help="Folder of 1608x1608 focused/defocused frames.")
     parser.add_argument("--skip-finetune", action="store_true")
     parser.add_argument("--finetune-epochs", type=int, default=10)
     parser.add_argument("--json", action="store_true", help="Also print all figures as one JSON line.")
@@ -92,8 +95,8 @@ def main() -> None:
     results: dict[str, Any] = {"cpu_count": os.cpu_count()}
 
     say("== held-out simulated data")
-    cls_data = synth(work / "heldout-classifier", **HELDOUT_CLASSIFIER)
-    rec_data = synth(work / "heldout-reconstructor", **HELDOUT_RECONSTRUCTOR)
+    cls_data = args.classifier_data or synth(work / "heldout-classifier", **HELDOUT_CLASSIFIER)
+    rec_data = args.reconstructor_data or synth(work / "heldout-reconstructor", **HELDOUT_RECONSTRUCTOR)
     report = evaluation.evaluate_classifier(args.classifier, cls_data, device="cpu")
     results["classifier"] = {"n": report.n, "accuracy": report.accuracy, "auc": report.auc,
                              "confusion": report.confusion.as_rows(), "model": report.model}
@@ -133,7 +136,7 @@ def main() -> None:
         f"{reconstructor.tile}): median {seconds:.2f} s (<= 5 s)")
 
     say("== the paper's workload: sort 120 frames of 1608x1608, reconstruct the defocused")
-    frames_dir = synth(work / "workload-1608", **WORKLOAD)
+    frames_dir = args.workload_data or synth(work / "workload-1608", **WORKLOAD)
     folder = scan_classifier_folder(frames_dir)
     paths = [*folder.defocused[:8]] + [folder.focused[i % len(folder.focused)] for i in range(112)]
     truth = np.array([1] * 8 + [0] * 112)

@@ -176,7 +176,26 @@ def _load(spec: str | Path, kind: Literal["classifier", "reconstructor"],
 # --------------------------------------------------------------------------- classifier
 
 
-class Classifier:
+class _LoadedModel:
+    """What both runtimes expose about the model they run."""
+
+    _card: ModelCard
+    _device: DeviceInfo
+
+    @property
+    def model_id(self) -> str:
+        return self._card.model_id
+
+    @property
+    def card(self) -> ModelCard:
+        return self._card
+
+    @property
+    def device(self) -> DeviceInfo:
+        return self._device
+
+
+class Classifier(_LoadedModel):
     """Focused/defocused verdicts for whole frames (any size, mono/RGB, 8/16-bit, float).
 
     On a CPU the network part is XLA-compiled for one frame (``jit_compile``; measured on
@@ -221,18 +240,6 @@ class Classifier:
                                                tf.float32)],
                 jit_compile=self._xla,
             )
-
-    @property
-    def model_id(self) -> str:
-        return self._card.model_id
-
-    @property
-    def card(self) -> ModelCard:
-        return self._card
-
-    @property
-    def device(self) -> DeviceInfo:
-        return self._device
 
     # The compiled graphs ---------------------------------------------------------------
 
@@ -354,7 +361,7 @@ def load_classifier(
 # ------------------------------------------------------------------------ reconstructor
 
 
-class Reconstructor:
+class Reconstructor(_LoadedModel):
     """Defocused frame in, reconstructed frame out (same shape, channels and dtype)."""
 
     def __init__(self, model: keras.Model, card: ModelCard, device: DeviceInfo, *,
@@ -411,18 +418,6 @@ class Reconstructor:
             return 1
         window = tile + 2 * tiling.MARGIN
         return max(1, (8 * tiling.PAPER_INPUT_SIZE**2) // window**2)
-
-    @property
-    def model_id(self) -> str:
-        return self._card.model_id
-
-    @property
-    def card(self) -> ModelCard:
-        return self._card
-
-    @property
-    def device(self) -> DeviceInfo:
-        return self._device
 
     @property
     def provenance(self) -> dict[str, object]:

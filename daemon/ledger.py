@@ -89,6 +89,8 @@ JOB_REASONS: Final = frozenset(
 JOB_STATES: Final = ("queued", "running", "done", "failed")
 
 
+LEDGER_FILE = "ledger.sqlite"  # the file name inside the state folder
+
 class LedgerError(RuntimeError):
     """The ledger cannot be used or refused an operation; the message names the file."""
 

@@ -24,7 +24,7 @@ from typing import TextIO
 import structlog
 
 from refocusd.config import Settings
-from refocusd.daemon.ledger import Ledger
+from refocusd.daemon.ledger import LEDGER_FILE, Ledger
 from refocusd.daemon.policy import Reason
 from refocusd.daemon.refocus import build_strategy
 from refocusd.daemon.runner import FrameOutcome, Runner, RunnerOptions
@@ -34,7 +34,6 @@ from refocusd.models.store import check_model
 
 log = structlog.get_logger("refocusd.service")
 
-LEDGER_FILE = "ledger.sqlite"
 
 
 @dataclass(frozen=True, slots=True)

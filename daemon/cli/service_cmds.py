@@ -21,6 +21,7 @@ from refocusd.daemon.cli.common import (
     print_json,
     user_errors,
 )
+from refocusd.daemon.ledger import LEDGER_FILE
 from refocusd.daemon.logging import configure_logging
 
 if TYPE_CHECKING:
@@ -28,8 +29,7 @@ if TYPE_CHECKING:
     from refocusd.daemon.service import RunSummary
 
 # The service modules are imported inside the commands so that `refocusd config ...`
-# and `--help` start instantly.
-LEDGER_FILE = "ledger.sqlite"
+# and `--help` start instantly (the ledger module is light: sqlite3 and the contracts).
 
 DEMO_MARKER = ".refocusd-demo"
 

@@ -248,7 +248,7 @@ class ClassifierReport(BaseModel):
     n: int
     threshold: float
     accuracy: float
-    auc: float
+    auc: float | None  # None when the folder holds one class only
     confusion: ConfusionMatrix
     seconds: float
 
@@ -267,12 +267,16 @@ class ReconstructorReport(BaseModel):
     n: int
     input: QualityStats
     reconstruction: QualityStats
-    richardson_lucy: QualityStats
+    richardson_lucy: QualityStats | None  # None with the baseline switched off
     richardson_lucy_settings: dict[str, int]
     classifier: str | None
     realism_auc_focused_vs_defocused: float | None
     realism_auc_focused_vs_reconstructed: float | None
     seconds: float
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -312,7 +316,7 @@ def evaluate_classifier(
         n=len(paths),
         threshold=threshold,
         accuracy=float(np.mean(predicted == labels)),
-        auc=roc_auc(p, labels == FOCUSED),
+        auc=_finite_or_none(roc_auc(p, labels == FOCUSED)),
         confusion=ConfusionMatrix.from_labels(labels, predicted),
         seconds=time.perf_counter() - started,
     )
@@ -373,7 +377,7 @@ def evaluate_reconstructor(
         if judge is None:
             return None
         scores = np.asarray(p_target + other)
-        return roc_auc(scores, np.arange(scores.size) < len(p_target))
+        return _finite_or_none(roc_auc(scores, np.arange(scores.size) < len(p_target)))
 
     report = ReconstructorReport(
         model=reconstructor.model_id,
@@ -381,7 +385,7 @@ def evaluate_reconstructor(
         n=len(folder.names),
         input=stats(quality["input"]),
         reconstruction=stats(quality["reconstruction"]),
-        richardson_lucy=stats(quality["rl"]),
+        richardson_lucy=stats(quality["rl"]) if richardson_lucy_baseline else None,
         richardson_lucy_settings=rl_used,
         classifier=judge.model_id if judge is not None else None,
         realism_auc_focused_vs_defocused=realism(p_input),
@@ -394,7 +398,7 @@ def evaluate_reconstructor(
         n=report.n,
         ssim_input=report.input.mean_ssim,
         ssim_reconstruction=report.reconstruction.mean_ssim,
-        ssim_rl=report.richardson_lucy.mean_ssim,
+        ssim_rl=report.richardson_lucy.mean_ssim if report.richardson_lucy else None,
         realism_auc=report.realism_auc_focused_vs_reconstructed,
     )
     return report

@@ -280,9 +280,15 @@ def _finish(
 ) -> TrainingResult:
     from refocusd.models import store
 
+    import keras
+
+    # Save an uncompiled view: the optimizer's slots (2x the weights for Nadam) are of no
+    # use for inference or fine-tuning (which starts a fresh optimizer) and would push the
+    # reconstructor over 20 MB.
     if loop.best_weights is not None:
         model.set_weights(loop.best_weights)
-    saved = store.save_model(model, out, card)
+    export = keras.Model(model.inputs, model.outputs, name=model.name)  # same layers, no optimizer
+    saved = store.save_model(export, out, card)
     log.info(
         "train.saved", kind=loop.kind, folder=str(out), model=saved.model_id,
         epochs_run=loop.epochs_run, best_epoch=loop.best_epoch, interrupted=loop.interrupted,

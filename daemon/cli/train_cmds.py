@@ -321,7 +321,8 @@ def evaluate_reconstructor(
         ("reconstruction", report.reconstruction),
         ("Richardson-Lucy", report.richardson_lucy),
     ):
-        table.add_row(label, _fmt(stats.mean_ssim), _fmt(stats.mean_psnr))
+        if stats is not None:
+            table.add_row(label, _fmt(stats.mean_ssim), _fmt(stats.mean_psnr))
     out_console.print(table)
     if report.classifier:
         out_console.print(

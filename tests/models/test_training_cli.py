@@ -84,6 +84,8 @@ def test_train_classifier_writes_a_model_with_a_card(classifier: Path, data: Pat
     card = _card(classifier)
     assert card["kind"] == "classifier" and card["architecture"] == "sdcnn"
     assert card["params"]["parameter_count"] == 1_278_018
+    # Weights only (no optimizer slots): ~4 bytes per parameter plus the archive.
+    assert (classifier / "model.keras").stat().st_size < 1.2 * 4 * 1_278_018
     assert len(card["weights_sha256"]) == 64
     training = card["training"]
     assert training["seed"] == 3 and training["epochs"] == 2

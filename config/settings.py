@@ -72,6 +72,12 @@ class DriverSettings(Section):
     kind: Literal["simulated"] = "simulated"
     simulated: SimulatedMicroscopeSettings = SimulatedMicroscopeSettings()
 
+    @property
+    def source_root(self) -> Path | None:
+        """The folder the active driver's raw frames live under; reconstructions mirror it."""
+        roots: dict[str, Path | None] = {"simulated": self.simulated.data_dir}
+        return roots[self.kind]
+
 
 class TimelapseSettings(Section):
     timepoints: int = Field(1, ge=1)

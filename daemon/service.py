@@ -77,7 +77,7 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
 
 
-def build_driver(settings: Settings, clock: Clock) -> Microscope:
+def build_simulated(settings: Settings, clock: Clock) -> Microscope:
     from refocusd.drivers.simulated import SimulatedMicroscope
 
     sim = settings.driver.simulated
@@ -89,6 +89,16 @@ def build_driver(settings: Settings, clock: Clock) -> Microscope:
         data_dir=sim.data_dir,
         experiment=settings.service.experiment,
     )
+
+
+# One factory per `driver.kind`; each imports its driver lazily (pycromanager, watchdog...).
+DRIVER_FACTORIES: dict[str, Callable[[Settings, Clock], Microscope]] = {
+    "simulated": build_simulated,
+}
+
+
+def build_driver(settings: Settings, clock: Clock) -> Microscope:
+    return DRIVER_FACTORIES[settings.driver.kind](settings, clock)
 
 
 def default_clock(settings: Settings, stop: threading.Event) -> Clock:
@@ -160,7 +170,7 @@ class Service:
                 experiment=s.service.experiment,
                 max_retries=s.refocus.max_retries,
                 max_job_attempts=s.reconstruction.max_attempts,
-                source_root=str(s.driver.simulated.data_dir),
+                source_root=_as_str(s.driver.source_root),
                 spool_dir=s.service.state_dir / "spool",
             ),
             stop=self.stop,
@@ -235,10 +245,14 @@ class Service:
         interrupted = self.ledger.recover_interrupted(
             Reason.INTERRUPTED.value,
             max_attempts=self.settings.reconstruction.max_attempts,
-            payload_extra={"source_root": str(self.settings.driver.simulated.data_dir)},
+            payload_extra={"source_root": _as_str(self.settings.driver.source_root)},
         )
         if requeued or interrupted:
             log.warning("daemon.recovered", jobs_requeued=requeued, refocus_interrupted=interrupted)
+
+
+def _as_str(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 def _software() -> dict[str, str]:

@@ -135,3 +135,18 @@ class StageControl(Protocol):
     def reacquire(self, frame: Frame, retry: int) -> Frame:
         """Acquire ``frame``'s position again at the current z, tagged with ``retry``."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class DriverHealth:
+    """A driver's own view of whether it works (device connected, watcher alive)."""
+
+    up: bool
+    detail: str = ""
+
+
+@runtime_checkable
+class HealthReporting(Protocol):
+    """Optional: drivers that can tell they are down (status, metrics and logs read this)."""
+
+    def health(self) -> DriverHealth: ...

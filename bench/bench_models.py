@@ -14,7 +14,7 @@ Prints, for the shipped default models (or --classifier/--reconstructor):
 Data sets are rendered with the repository's simulator into --work (kept, so a re-run only
 measures). Seeds differ from the ones the shipped weights were trained on.
 
-    python bench/bench_models.py [--work DIR] [--skip-finetune] [--json]
+    python bench/bench_models.py [--work DIR] [--only SECTION ...] [--json]
 """
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ WORKLOAD = {"kind": "classifier", "n": 24, "seed": 21, "size": 1608}
 # bit depth and noise) at 1024 px, 20x only; fine-tune on 200, test on 200 others.
 NEW_KIND = {"kind": "classifier", "objective": "20x", "bit_depth": 16, "camera_pixel_um": 6.5,
             "size": 1024}
+
+
+SECTIONS = ("quality", "speed", "workload", "finetune")
 
 
 def say(text: str) -> None:
@@ -78,7 +81,8 @@ def main() -> None:
     parser.add_argument("--classifier-data", type=Path, help="Use this held-out folder instead.")
     parser.add_argument("--reconstructor-data", type=Path, help="Use this held-out folder instead.")
     parser.add_argument("--workload-data", type=Path, help="Folder of 1608x1608 focused/defocused frames.")
-    parser.add_argument("--skip-finetune", action="store_true")
+    parser.add_argument("--only", action="append", choices=SECTIONS,
+                        help="Run only these sections (repeatable); default: all.")
     parser.add_argument("--finetune-epochs", type=int, default=10)
     parser.add_argument("--json", action="store_true", help="Also print all figures as one JSON line.")
     args = parser.parse_args()
@@ -86,14 +90,32 @@ def main() -> None:
     from refocusd.daemon.logging import configure_logging
 
     configure_logging(level="warning", stream=sys.stderr)
-    from refocusd.models import evaluation
-    from refocusd.models.datasets import read_image, scan_classifier_folder
     from refocusd.models.runtime import load_classifier, load_reconstructor
 
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"cpu_count": os.cpu_count()}
+    sections = args.only or SECTIONS
+    if "quality" in sections:
+        results.update(quality(args, work))
+    if "speed" in sections or "workload" in sections:
+        classifier = load_classifier(args.classifier, device="cpu")
+        reconstructor = load_reconstructor(args.reconstructor, device="cpu")
+    if "speed" in sections:
+        results.update(speed(args, work, classifier, reconstructor))
+    if "workload" in sections:
+        results["workload"] = workload(args, work, classifier, reconstructor)
+    if "finetune" in sections:
+        say("== fine-tuning on 200 labelled frames of a new kind of image")
+        results["finetune"] = finetune(args, work)
+    if args.json:
+        print(json.dumps(results, default=float))
 
+
+def quality(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    from refocusd.models import evaluation
+
+    results: dict[str, Any] = {}
     say("== held-out simulated data")
     cls_data = args.classifier_data or synth(work / "heldout-classifier", **HELDOUT_CLASSIFIER)
     rec_data = args.reconstructor_data or synth(work / "heldout-reconstructor", **HELDOUT_RECONSTRUCTOR)
@@ -113,9 +135,12 @@ def main() -> None:
         f"  Richardson-Lucy {rep.richardson_lucy.mean_psnr:.2f} dB")
     say(f"  realism: classifier AUC focused vs defocused {rep.realism_auc_focused_vs_defocused:.4f}, "
         f"focused vs reconstructed {rep.realism_auc_focused_vs_reconstructed:.4f} (<= 0.75)")
+    return results
 
+
+def speed(args: argparse.Namespace, work: Path, classifier: Any, reconstructor: Any) -> dict[str, Any]:
+    results: dict[str, Any] = {}
     say("== speed (CPU)")
-    classifier = load_classifier(args.classifier, device="cpu")
     rng = np.random.default_rng(0)
     frame2048 = rng.integers(0, 4096, (2048, 2048), dtype=np.uint16)
     latency = median_seconds(lambda: classifier.classify(frame2048), 50)
@@ -126,7 +151,7 @@ def main() -> None:
     results["classify_batch_2048_fps"] = len(batch) / seconds
     say(f"classify_batch of 32 such frames: {len(batch) / seconds:.0f} frames/s (>= 100)")
 
-    reconstructor = load_reconstructor(args.reconstructor, device="cpu")
+    rec_data = args.reconstructor_data or synth(work / "heldout-reconstructor", **HELDOUT_RECONSTRUCTOR)
     source, _ = next(iter(_pairs(rec_data)))
     big = np.pad(source, ((0, max(0, 1604 - source.shape[0])), (0, max(0, 1604 - source.shape[1]))),
                  mode="symmetric")[:1604, :1604]
@@ -134,6 +159,11 @@ def main() -> None:
     results["reconstruct_1604_s"] = seconds
     say(f"reconstruct one 1604x1604 {big.dtype} frame ({reconstructor.card.name}, tile "
         f"{reconstructor.tile}): median {seconds:.2f} s (<= 5 s)")
+    return results
+
+
+def workload(args: argparse.Namespace, work: Path, classifier: Any, reconstructor: Any) -> dict[str, Any]:
+    from refocusd.models.datasets import read_image, scan_classifier_folder
 
     say("== the paper's workload: sort 120 frames of 1608x1608, reconstruct the defocused")
     frames_dir = args.workload_data or synth(work / "workload-1608", **WORKLOAD)
@@ -149,22 +179,15 @@ def main() -> None:
         reconstructor.reconstruct(f)
     total = time.perf_counter() - started
     predicted = np.array([1 if v.label == "defocused" else 0 for v in verdicts])
-    results["workload"] = {
+    w = {
         "total_s": total, "sort_s": sort_done - started, "reconstructed": len(flagged),
         "defocused_found": int(np.sum((predicted == 1) & (truth == 1))),
         "focused_flagged": int(np.sum((predicted == 1) & (truth == 0))),
     }
-    w = results["workload"]
     say(f"read+sort 120 frames {w['sort_s']:.2f} s; reconstructed {w['reconstructed']}; total "
         f"{total:.1f} s (<= 30 s); found {w['defocused_found']}/8 defocused, "
         f"{w['focused_flagged']} focused wrongly flagged")
-
-    if not args.skip_finetune:
-        say("== fine-tuning on 200 labelled frames of a new kind of image")
-        results["finetune"] = finetune(args, work)
-
-    if args.json:
-        print(json.dumps(results, default=float))
+    return w
 
 
 def _pairs(folder: Path) -> Any:

@@ -111,9 +111,21 @@ class RefocusSettings(Section):
 
 
 class ReconstructionSettings(Section):
-    backend: Literal["local"] = "local"
+    backend: Literal["local", "dask"] = Field(
+        "local", description="local: in this process; dask: on the Dask scheduler at dask_scheduler."
+    )
+    dask_scheduler: str | None = Field(None, description="e.g. tcp://10.0.0.5:8786 (backend = dask).")
     max_attempts: int = Field(3, ge=1, le=20)
-    workers: int = Field(1, ge=1, le=8)
+    workers: int | None = Field(
+        None, ge=1, le=256,
+        description="Jobs run at once. Default: 1 (local), the cluster's thread count (dask).",
+    )
+
+    @model_validator(mode="after")
+    def _dask_needs_a_scheduler(self) -> ReconstructionSettings:
+        if self.backend == "dask" and not self.dask_scheduler:
+            raise ValueError("backend = 'dask' needs dask_scheduler (e.g. 'tcp://HOST:8786')")
+        return self
 
 
 class LoggingSettings(Section):

@@ -30,6 +30,7 @@ from refocusd.daemon.refocus import build_strategy
 from refocusd.daemon.runner import FrameOutcome, Runner, RunnerOptions
 from refocusd.daemon.worker import ReconstructionWorker
 from refocusd.drivers import Clock, Microscope, SimulatedClock, SystemClock
+from refocusd.models import FrameReconstructor
 from refocusd.models.store import check_model
 
 log = structlog.get_logger("refocusd.service")
@@ -130,6 +131,7 @@ class Service:
         self._driver: Microscope | None = None
         self.startup_s = 0.0
         self._lock: TextIO | None = None
+        self._closers: list[Callable[[], None]] = []
 
     def start(self) -> None:
         """Check the models, load the classifier, open the ledger (recovering what a crash
@@ -153,11 +155,13 @@ class Service:
         self._recover()
         self.ledger.start_run(self.run_id, s.service.experiment, s.model_dump_json(), _software())
         self._driver = self._driver_factory(s, self.clock)
+        load_reconstructor, threads = self._reconstruction_backend()
         self.worker = ReconstructionWorker(
             ledger=self.ledger,
-            load_reconstructor=self._load_reconstructor,
+            load_reconstructor=load_reconstructor,
             output_root=s.service.output_root,
             run_id=self.run_id,
+            threads=threads,
         )
         self._runner = Runner(
             driver=self._driver,
@@ -227,17 +231,32 @@ class Service:
         )
 
     def close(self) -> None:
+        for close in self._closers:
+            close()
+        self._closers.clear()
         if self.ledger is not None:
             self.ledger.close()
         if self._lock is not None:
             self._lock.close()  # closing the descriptor releases the flock
             self._lock = None
 
-    def _load_reconstructor(self):
-        from refocusd.models.runtime import load_reconstructor
+    def _reconstruction_backend(self) -> tuple[Callable[[], FrameReconstructor], int]:
+        """How jobs get a reconstructor, and how many run at once."""
+        r, m = self.settings.reconstruction, self.settings.models
+        if r.backend == "dask":
+            from refocusd.daemon.dask_backend import DaskReconstructor
 
-        m = self.settings.models
-        return load_reconstructor(m.reconstructor, device=m.device, mixed_precision=m.mixed_precision)
+            # Connect now: an unreachable cluster is a start-up error, not N failed jobs.
+            remote = DaskReconstructor.connect(r.dask_scheduler or "", m.reconstructor, device=m.device)
+            self._closers.append(remote.close)
+            return (lambda: remote), r.workers or remote.threads
+
+        def load_local() -> FrameReconstructor:
+            from refocusd.models.runtime import load_reconstructor
+
+            return load_reconstructor(m.reconstructor, device=m.device, mixed_precision=m.mixed_precision)
+
+        return load_local, r.workers or 1
 
     def _recover(self) -> None:
         assert self.ledger is not None

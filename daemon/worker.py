@@ -1,7 +1,10 @@
-"""The local reconstruction backend: a worker thread over the durable SQLite job queue.
+"""Reconstruction workers: threads over the durable SQLite job queue.
 
 Jobs survive crashes in the ledger; a job found 'running' at start-up is queued again by
-the service. The reconstructor is loaded on the first job, so start-up stays fast.
+the service. The reconstructor is loaded on the first job, so start-up stays fast. With
+the ``local`` backend it runs in this process (one thread is right for a CPU or one GPU);
+with ``dask`` it is a :class:`~refocusd.daemon.dask_backend.DaskReconstructor` and one
+thread per cluster worker thread keeps the cluster busy.
 """
 
 from __future__ import annotations
@@ -43,34 +46,40 @@ class ReconstructionWorker:
         load_reconstructor: Callable[[], FrameReconstructor],
         output_root: Path,
         run_id: str,
+        threads: int = 1,
         idle_wait_s: float = 0.2,
     ) -> None:
         self._ledger = ledger
         self._load = load_reconstructor
         self._reconstructor: FrameReconstructor | None = None
+        self._load_lock = threading.Lock()
         self._output_root = output_root
         self._run_id = run_id
+        self._n_threads = threads
         self._idle_wait_s = idle_wait_s
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self._drain = threading.Event()
+        self._count_lock = threading.Lock()
         self.done = 0
         self.failed = 0
 
     # -- thread control ---------------------------------------------------------------
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="reconstruction-worker", daemon=True)
-        self._thread.start()
+        for i in range(self._n_threads):
+            thread = threading.Thread(target=self._loop, name=f"reconstruction-worker-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def stop(self, *, drain: bool, timeout: float | None = None) -> None:
-        """Stop after the current job; with ``drain`` first empty the queue."""
+        """Stop after the current jobs; with ``drain`` first empty the queue."""
         if drain:
             self._drain.set()
         else:
             self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        for thread in self._threads:
+            thread.join(timeout)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -97,11 +106,13 @@ class ReconstructionWorker:
             self._ledger.complete_job(job.id, str(exc.path))
             jlog.info("reconstruct.done", output=str(exc.path), already_written=True)
         except Exception as exc:  # noqa: BLE001 - one bad job must not kill the worker
-            self.failed += 1
+            with self._count_lock:
+                self.failed += 1
             self._ledger.fail_job(job.id, f"{type(exc).__name__}: {exc}")
             jlog.error("reconstruct.failed", attempt=job.attempts, max_attempts=job.max_attempts, error=str(exc))
         else:
-            self.done += 1
+            with self._count_lock:
+                self.done += 1
             self._ledger.complete_job(job.id, str(output))
             jlog.info("reconstruct.done", output=str(output), duration_s=round(time.perf_counter() - started, 3))
         return True
@@ -120,10 +131,9 @@ class ReconstructionWorker:
         if out_path.exists():
             raise OutputExists(out_path)
         pixels = read_source(str(source), page)
-        if self._reconstructor is None:
-            self._reconstructor = self._load()
+        reconstructor = self._model()
         started = time.perf_counter()
-        restored = self._reconstructor.reconstruct(pixels)
+        restored = reconstructor.reconstruct(pixels)
         provenance = build_provenance(
             reason=job.reason,
             source_path=source,
@@ -131,7 +141,7 @@ class ReconstructionWorker:
             coords=payload.get("coords", {}),
             acquired_at=payload.get("acquired_at"),
             verdict=_verdict(payload.get("verdict")),
-            reconstructor=self._reconstructor.provenance,
+            reconstructor=reconstructor.provenance,
             parameters={
                 "seconds": round(time.perf_counter() - started, 3),
                 "job_id": job.id,
@@ -139,9 +149,15 @@ class ReconstructionWorker:
                 "experiment": payload.get("experiment"),
             },
             run_id=self._run_id,
-            device=str(self._reconstructor.provenance.get("device", "cpu")),
+            device=str(reconstructor.provenance.get("device", "cpu")),
         )
         return write_reconstruction(restored, out_path, provenance)
+
+    def _model(self) -> FrameReconstructor:
+        with self._load_lock:  # several threads, one model
+            if self._reconstructor is None:
+                self._reconstructor = self._load()
+            return self._reconstructor
 
 
 def _verdict(recorded: dict | None) -> Verdict | None:

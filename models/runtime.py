@@ -86,6 +86,21 @@ def _tf() -> Any:
 _device_lock = threading.Lock()
 
 
+def configure_threads(intra_op: int | None) -> None:
+    """Cap TensorFlow's per-operation thread pool (e.g. one per Dask worker thread).
+
+    Must run before TensorFlow executes anything in this process; later it cannot change
+    and a warning says so."""
+    if intra_op is None:
+        return
+    tf = _tf()
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError as exc:
+        log.warning("models.threads_unchanged", requested=intra_op, error=str(exc))
+
+
 def select_device(pref: DevicePreference = "auto") -> DeviceInfo:
     """GPU if one is visible (memory growth on) unless ``pref == "cpu"``.
 
@@ -418,6 +433,11 @@ class Reconstructor(_LoadedModel):
             return 1
         window = tile + 2 * tiling.MARGIN
         return max(1, (8 * tiling.PAPER_INPUT_SIZE**2) // window**2)
+
+    def parameters_for(self, height: int, width: int) -> dict[str, int]:
+        """The tiling a ``height x width`` frame gets (recorded in provenance)."""
+        tile = self.tile_for(height, width)
+        return {"tile": tile, "overlap": self.overlap, "batch_size": self.batch_size_for(tile)}
 
     @property
     def provenance(self) -> dict[str, object]:

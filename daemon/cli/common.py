@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from refocusd.config import ConfigError
+from refocusd.daemon.errors import BackendUnavailable
 from refocusd.drivers import DriverError
 from refocusd.models import ModelError
 
@@ -40,6 +41,9 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(EXIT_USAGE) from None
     except DriverError as exc:
         err_console.print(f"[bold red]microscope error:[/] {exc}", highlight=False)
+        raise typer.Exit(EXIT_RUNTIME) from None
+    except BackendUnavailable as exc:
+        err_console.print(f"[bold red]reconstruction backend error:[/] {exc}", highlight=False)
         raise typer.Exit(EXIT_RUNTIME) from None
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,7 @@ from refocusd.daemon.cli.common import (
 )
 
 if TYPE_CHECKING:
+    from refocusd.daemon.dask_backend import DaskReconstructor
     from refocusd.models.runtime import Classifier, Reconstructor
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
@@ -210,47 +212,78 @@ def reconstruct(
     model: str = typer.Option("default", "--model", "-m", help=_MODEL_HELP),
     device: str = typer.Option("auto", "--device", help=_DEVICE_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
+    dask: str | None = typer.Option(
+        None, "--dask", metavar="tcp://HOST:PORT",
+        help="Run the network on this Dask scheduler's workers (archives); outputs are still written here.",
+    ),
 ) -> None:
     """Reconstruct frames with the ResUNet; write OUT/<stem>.reconstructed.ome.tif (+ .json).
 
     Each output carries its provenance (source path and SHA-256, model and its SHA-256,
-    parameters, software versions, device, UTC time). Inputs are only ever read.
+    parameters, software versions, device, UTC time). Inputs are only ever read. With
+    --dask, frames go to the cluster (as many at once as it has worker threads) and
+    results are printed as they come back.
     """
     _quiet_logging()
     with user_errors():
-        from refocusd.models.runtime import load_reconstructor
-
-        reconstructor = load_reconstructor(model, device=_device(device))
+        reconstructor = _reconstructor(model, _device(device), dask)
     run_id = f"cli-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:8]}"
     claimed: dict[Path, Path] = {}
     failed = False
-    for item in expand_inputs(paths):
-        row = _reconstruct_one(reconstructor, item, out, run_id, claimed, overwrite)
-        failed |= "error" in row
-        print_json(row)
+    try:
+        with ThreadPoolExecutor(max_workers=getattr(reconstructor, "threads", 1)) as pool:
+            pending = []
+            for item in expand_inputs(paths):
+                problem = item.problem or _claim(item, out, claimed, overwrite)
+                if problem:  # answered at once: nothing to send to the network
+                    failed = True
+                    print_json({"path": str(item.path), "error": problem})
+                    continue
+                pending.append(pool.submit(_reconstruct_one, reconstructor, item, out, run_id, overwrite))
+            for future in as_completed(pending):
+                row = future.result()
+                failed |= "error" in row
+                print_json(row)
+    finally:
+        close = getattr(reconstructor, "close", None)
+        if close is not None:
+            close()
     raise typer.Exit(EXIT_FAILURES if failed else EXIT_OK)
 
 
-def _reconstruct_one(reconstructor: Reconstructor, item: Input, out: Path, run_id: str,
-                     claimed: dict[Path, Path], overwrite: bool) -> dict[str, Any]:
+def _reconstructor(model: str, device: Any, dask: str | None) -> Reconstructor | DaskReconstructor:
+    if dask:
+        from refocusd.daemon.dask_backend import DaskReconstructor
+
+        return DaskReconstructor.connect(dask, model, device=device)
+    from refocusd.models.runtime import load_reconstructor
+
+    return load_reconstructor(model, device=device)
+
+
+def _claim(item: Input, out: Path, claimed: dict[Path, Path], overwrite: bool) -> str | None:
+    """Reserve the output path of ``item``; the reason it cannot have one, if so."""
+    target = (out / f"{_stem(item.path)}{OUTPUT_SUFFIX}").resolve()
+    if target in claimed:
+        return f"output {target} would overwrite the one of {claimed[target]}"
+    if target.exists() and not overwrite:  # refuse before spending seconds on the network
+        return f"{target} already exists (pass --overwrite to replace it)"
+    claimed[target] = item.path
+    return None
+
+
+def _reconstruct_one(reconstructor: Reconstructor | DaskReconstructor, item: Input, out: Path,
+                     run_id: str, overwrite: bool) -> dict[str, Any]:
+    from refocusd.daemon.errors import BackendUnavailable
     from refocusd.daemon.provenance import build_provenance, sha256_file
     from refocusd.daemon.writer import WriterError, write_reconstruction
     from refocusd.models.preprocessing import PixelFormatError
 
-    if item.problem:
-        return {"path": str(item.path), "error": item.problem}
     target = out / f"{_stem(item.path)}{OUTPUT_SUFFIX}"
     source = item.path.resolve()
-    if target.resolve() in claimed:
-        return {"path": str(item.path),
-                "error": f"output {target} would overwrite the one of {claimed[target.resolve()]}"}
-    if target.exists() and not overwrite:  # refuse before spending seconds on the network
-        return {"path": str(item.path),
-                "error": f"{target} already exists (pass --overwrite to replace it)"}
     try:
         digest = sha256_file(item.path)  # before reading the pixels: hash what we reconstruct
         pixels = read_frame(item.path)
-        tile = reconstructor.tile_for(pixels.shape[0], pixels.shape[1])
         started = time.perf_counter()
         restored = reconstructor.reconstruct(pixels)
         seconds = time.perf_counter() - started
@@ -263,22 +296,19 @@ def _reconstruct_one(reconstructor: Reconstructor, item: Input, out: Path, run_i
             verdict=None,
             reconstructor=reconstructor.provenance,
             parameters={
-                "tile": tile,
-                "overlap": reconstructor.overlap,
-                "batch_size": reconstructor.batch_size_for(tile),
+                **reconstructor.parameters_for(pixels.shape[0], pixels.shape[1]),
                 "input_shape": list(pixels.shape),
                 "input_dtype": str(pixels.dtype),
                 "seconds": round(seconds, 3),
             },
             run_id=run_id,
-            device=reconstructor.device.describe(),
+            device=str(reconstructor.provenance["device"]),
         )
         written = write_reconstruction(
             restored, target, provenance, source_path=source, overwrite=overwrite
         )
-    except (InputError, PixelFormatError, WriterError, OSError) as exc:
+    except (InputError, PixelFormatError, WriterError, OSError, BackendUnavailable) as exc:
         return {"path": str(item.path), "error": str(exc)}
-    claimed[target.resolve()] = item.path
     return {"path": str(item.path), "output": str(written)}
 
 

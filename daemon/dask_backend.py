@@ -55,8 +55,11 @@ class ReconstructorPlugin(WorkerPlugin):
         self._folder: tempfile.TemporaryDirectory[str] | None = None
 
     def setup(self, worker: Any) -> None:
+        from refocusd.daemon.logging import configure_logging
         from refocusd.models.runtime import configure_threads, load_reconstructor
 
+        if not structlog.is_configured():  # else structlog's default prints debug lines
+            configure_logging(level="info")
         # "One thread per worker" must hold inside TensorFlow too, or each worker's
         # matrix kernels would spread over every core and workers would fight.
         configure_threads(self.intra_op_threads)

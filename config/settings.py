@@ -116,6 +116,9 @@ class ReconstructionSettings(Section):
     )
     dask_scheduler: str | None = Field(None, description="e.g. tcp://10.0.0.5:8786 (backend = dask).")
     max_attempts: int = Field(3, ge=1, le=20)
+    disk_full_retry_s: float = Field(
+        30.0, gt=0, description="With the output volume full, jobs stay queued; retry this often."
+    )
     workers: int | None = Field(
         None, ge=1, le=256,
         description="Jobs run at once. Default: 1 (local), the cluster's thread count (dask).",

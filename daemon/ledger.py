@@ -281,8 +281,14 @@ def _migrate_v1(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
-_MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_migrate_v1,)
+def _migrate_v2(conn: sqlite3.Connection) -> None:
+    # Crashes during a job are counted apart from failed attempts (see requeue_running).
+    conn.execute("ALTER TABLE jobs ADD COLUMN interruptions INTEGER NOT NULL DEFAULT 0")
+
+
+_MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_migrate_v1, _migrate_v2)
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
+MAX_INTERRUPTIONS: Final = 5
 
 
 class Ledger:
@@ -548,7 +554,8 @@ class Ledger:
         now = self._now()
         with self._tx("claim_job") as conn:
             row = conn.execute(
-                "SELECT id FROM jobs WHERE state = 'queued' ORDER BY created_at, id LIMIT 1"
+                "SELECT id FROM jobs WHERE state = 'queued'"
+                " ORDER BY interruptions, created_at, id LIMIT 1"
             ).fetchone()
             if row is None:
                 return None
@@ -590,34 +597,49 @@ class Ledger:
                 self._set_outcome(conn, frame_id, "reconstruction_failed", error)
         return state
 
-    def requeue_running(self) -> int:
+    def release_job(self, job_id: int, error: str) -> None:
+        """Put a running job back in the queue without counting the attempt: the job was
+        fine, the machine was not (e.g. the output disk is full)."""
+        now = self._now()
+        with self._tx("release_job") as conn:
+            self._running_job_frame(conn, job_id)
+            conn.execute(
+                "UPDATE jobs SET state = 'queued', attempts = attempts - 1, last_error = ?,"
+                " updated_at = ? WHERE id = ?",
+                (error, now, job_id),
+            )
+
+    def requeue_running(self, max_interruptions: int = MAX_INTERRUPTIONS) -> int:
         """At start-up: jobs a crash left ``running`` go back to ``queued``. Returns how many.
 
-        The interrupted attempt still counts, so a job that kills the process every time
-        (out of memory, say) cannot crash-loop the service: once its attempts are used up
-        it is marked failed instead.
+        An interruption is not a failed attempt (the machine went down, not the job), so
+        it is counted apart, and the job goes behind jobs interrupted fewer times: random
+        crashes cannot use up one job's attempts. A job that was running at every one of
+        ``max_interruptions`` crashes is taken to cause them (out of memory, say) and is
+        marked failed, so it cannot crash-loop the service.
         """
         now = self._now()
-        error = "interrupted: refocusd stopped while this job was running"
         with self._tx("requeue_running") as conn:
             rows = conn.execute(
-                "SELECT id, frame_id, attempts, max_attempts FROM jobs WHERE state = 'running'"
+                "SELECT id, frame_id, interruptions FROM jobs WHERE state = 'running'"
             ).fetchall()
             requeued, failed = [], []
-            for job_id, frame_id, attempts, max_attempts in rows:
-                if attempts < max_attempts:
+            for job_id, frame_id, interruptions in rows:
+                interruptions += 1
+                error = f"interrupted {interruptions} time(s): refocusd stopped while this job was running"
+                if interruptions < max_interruptions:
                     requeued.append(job_id)
                     conn.execute(
-                        "UPDATE jobs SET state = 'queued', last_error = ?, updated_at = ?"
-                        " WHERE id = ?",
-                        (error, now, job_id),
+                        "UPDATE jobs SET state = 'queued', attempts = attempts - 1, interruptions = ?,"
+                        " last_error = ?, updated_at = ? WHERE id = ?",
+                        (interruptions, error, now, job_id),
                     )
                 else:
                     failed.append(job_id)
                     conn.execute(
-                        "UPDATE jobs SET state = 'failed', last_error = ?, updated_at = ?,"
-                        " finished_at = ? WHERE id = ?",
-                        (error, now, now, job_id),
+                        "UPDATE jobs SET state = 'failed', interruptions = ?, last_error = ?,"
+                        " updated_at = ?, finished_at = ? WHERE id = ?",
+                        (interruptions, error, now, now, job_id),
                     )
                     self._set_outcome(conn, frame_id, "reconstruction_failed", error)
         if rows:

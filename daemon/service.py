@@ -162,6 +162,7 @@ class Service:
             output_root=s.service.output_root,
             run_id=self.run_id,
             threads=threads,
+            disk_full_retry_s=s.reconstruction.disk_full_retry_s,
         )
         self._runner = Runner(
             driver=self._driver,

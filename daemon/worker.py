@@ -20,7 +20,7 @@ import tifffile
 
 from refocusd.daemon.ledger import Job, Ledger
 from refocusd.daemon.provenance import build_provenance, sha256_file
-from refocusd.daemon.writer import OutputExists, reconstruction_path, write_reconstruction
+from refocusd.daemon.writer import DiskFull, OutputExists, reconstruction_path, write_reconstruction
 from refocusd.models import FrameReconstructor, Verdict
 
 log = structlog.get_logger("refocusd.worker")
@@ -48,6 +48,7 @@ class ReconstructionWorker:
         run_id: str,
         threads: int = 1,
         idle_wait_s: float = 0.2,
+        disk_full_retry_s: float = 30.0,
     ) -> None:
         self._ledger = ledger
         self._load = load_reconstructor
@@ -57,6 +58,7 @@ class ReconstructionWorker:
         self._run_id = run_id
         self._n_threads = threads
         self._idle_wait_s = idle_wait_s
+        self._disk_full_retry_s = disk_full_retry_s
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self._drain = threading.Event()
@@ -105,6 +107,12 @@ class ReconstructionWorker:
             # Done by an earlier run that crashed before recording it: keep that output.
             self._ledger.complete_job(job.id, str(exc.path))
             jlog.info("reconstruct.done", output=str(exc.path), already_written=True)
+        except DiskFull as exc:
+            # Not the job's fault: keep it queued (attempt not counted) and wait for space.
+            self._ledger.release_job(job.id, str(exc))
+            jlog.error("reconstruct.disk_full", error=str(exc), output_root=str(self._output_root),
+                       retry_in_s=self._disk_full_retry_s, queue_depth=self._ledger.queue_depth())
+            self._stop.wait(self._disk_full_retry_s)
         except Exception as exc:  # noqa: BLE001 - one bad job must not kill the worker
             with self._count_lock:
                 self.failed += 1

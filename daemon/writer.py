@@ -61,6 +61,10 @@ class WriterError(RuntimeError):
     """A reconstruction could not be written; the message names the path and the cause."""
 
 
+class DiskFull(WriterError):
+    """The output volume is full (or over quota): retry once space returns, not a bad job."""
+
+
 class OutputExists(WriterError):
     """The output already exists and ``overwrite`` was not requested (``.path`` says where)."""
 
@@ -164,7 +168,8 @@ def write_reconstruction(
         temps.remove(tmp_image)
         _fsync_dir(directory)
     except OSError as exc:
-        raise WriterError(_describe(exc, out_path, needed=image.nbytes)) from exc
+        message = _describe(exc, out_path, needed=image.nbytes)
+        raise (DiskFull if _out_of_space(exc, message) else WriterError)(message) from exc
     finally:
         for temp in temps:
             _remove_quietly(temp)
@@ -310,6 +315,10 @@ def _remove_quietly(path: Path) -> None:
         path.unlink(missing_ok=True)
     except OSError as exc:
         log.warning("writer.temp_not_removed", path=str(path), error=str(exc))
+
+
+def _out_of_space(exc: OSError, message: str) -> bool:
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT) or "no space left on device" in message
 
 
 def _describe(exc: OSError, out_path: Path, *, needed: int) -> str:

@@ -22,6 +22,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
+from refocusd.daemon.frame_checks import MAX_SIDE, frame_problem
 from refocusd.daemon.cli.common import (
     EXIT_FAILURES,
     EXIT_OK,
@@ -83,11 +84,14 @@ def read_frame(path: Path) -> np.ndarray:
             with tifffile.TiffFile(path) as tif:
                 if not tif.pages:
                     raise InputError("TIFF holds no images")
-                pixels = tif.pages[0].asarray()  # the first plane of a stack or series
+                page = tif.pages[0]
+                _refuse_absurd_size(page.imagewidth, page.imagelength)
+                pixels = page.asarray()  # the first plane of a stack or series
         else:
             from PIL import Image
 
             with Image.open(path) as image:
+                _refuse_absurd_size(*image.size)
                 image.seek(0)
                 if image.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "RGBA", "RGBX"):
                     image = image.convert("RGB")
@@ -98,7 +102,17 @@ def read_frame(path: Path) -> np.ndarray:
         raise
     except Exception as exc:  # any decoder failure on a user's file means "unreadable"
         raise InputError(f"cannot read image: {type(exc).__name__}: {exc}") from exc
-    return _one_frame(np.asarray(pixels))
+    frame = _one_frame(np.asarray(pixels))
+    problem = frame_problem(frame)
+    if problem:
+        raise InputError(problem)
+    return frame
+
+
+def _refuse_absurd_size(width: int, height: int) -> None:
+    """Check the declared size before decoding: a corrupt header must not allocate terabytes."""
+    if max(width, height) > MAX_SIDE:
+        raise InputError(f"declares {width}x{height} pixels (more than {MAX_SIDE} per side); not read")
 
 
 def _one_frame(pixels: np.ndarray) -> np.ndarray:

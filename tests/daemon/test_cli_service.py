@@ -6,76 +6,11 @@ import json
 import signal
 import sqlite3
 import subprocess
-import sys
-import time
 from pathlib import Path
 
-import pytest
 import tifffile
 
-REFOCUSD = [sys.executable, "-m", "refocusd.daemon.cli"]
-WELLS = [f"{r}{c}" for r in "ABCD" for c in range(1, 7)]  # 24 wells
-
-
-def write_config(tmp_path: Path, *, miss_rate: float = 0.25, timepoints: int = 1) -> Path:
-    wells = ", ".join(f'"{w}"' for w in WELLS)
-    config = tmp_path / "refocusd.toml"
-    config.write_text(
-        f"""
-[service]
-experiment = "crash-test"
-state_dir = "state"
-output_root = "out"
-[driver.simulated]
-seed = 11
-data_dir = "data"
-frame_shape = [384, 384]
-autofocus_miss_rate = {miss_rate}
-[plate]
-wells = [{wells}]
-[timelapse]
-timepoints = {timepoints}
-interval_s = 60.0
-max_delay_s = 0.5
-[models]
-device = "cpu"
-[logging]
-format = "json"
-file = "logs/refocusd.jsonl"
-"""
-    )
-    return config
-
-
-def frame_rows(tmp_path: Path) -> list[tuple]:
-    db = tmp_path / "state" / "ledger.sqlite"
-    if not db.exists():
-        return []
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-            return conn.execute("SELECT well, position, t, parent_id, outcome, source_key FROM frames").fetchall()
-    except sqlite3.OperationalError:
-        return []
-
-
-def wait_for_frames(tmp_path: Path, proc: subprocess.Popen, n: int, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if len(frame_rows(tmp_path)) >= n:
-            return
-        if proc.poll() is not None:
-            pytest.fail(f"refocusd exited early with {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
-        time.sleep(0.05)
-    pytest.fail(f"fewer than {n} frames after {timeout} s")
-
-
-def start(config: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [*REFOCUSD, "run", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+from daemon_process import REFOCUSD, WELLS, frame_rows, start, wait_for_frames, write_config
 
 
 def test_sigkill_mid_run_then_restart_loses_nothing_and_repeats_nothing(tmp_path):

@@ -9,6 +9,7 @@ injected at the writer's TIFF write instead; the test says which one ran.
 from __future__ import annotations
 
 import errno
+import os
 import subprocess
 import threading
 import time
@@ -33,22 +34,19 @@ def small_volume(tmp_path):
 
 
 def fill(volume: Path) -> Path:
+    """Fill the volume to the last byte (unbuffered writes, smaller and smaller)."""
     filler = volume / "filler.bin"
-    with open(filler, "wb") as fh:
-        try:
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        for size in (1 << 20, 65536, 4096, 512, 1):
             while True:
-                fh.write(b"\0" * (1 << 20))
-                fh.flush()
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC
-    for size in (65536, 4096, 512, 1):  # the last scraps too
-        with open(filler, "ab") as fh:
-            try:
-                while True:
-                    fh.write(b"\0" * size)
-                    fh.flush()
-            except OSError:
-                pass
+                try:
+                    os.write(fd, b"\0" * size)
+                except OSError as exc:
+                    assert exc.errno == errno.ENOSPC
+                    break
+    finally:
+        os.close(fd)
     return filler
 
 
@@ -99,15 +97,19 @@ def _run_with_injected_enospc(tmp_path: Path) -> None:
     full = threading.Event()
     full.set()
     refused = []
-    real_imwrite = writer.tifffile.imwrite
+    real_tifffile = writer.tifffile
 
-    def imwrite(*args, **kwargs):
-        if full.is_set():
-            refused.append(1)
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_imwrite(*args, **kwargs)
+    class FullDisk:  # the writer's view of tifffile only; raw frames still get written
+        def __getattr__(self, name):
+            return getattr(real_tifffile, name)
 
-    writer.tifffile.imwrite = imwrite
+        def imwrite(self, *args, **kwargs):
+            if full.is_set():
+                refused.append(1)
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real_tifffile.imwrite(*args, **kwargs)
+
+    writer.tifffile = FullDisk()
     service = Service(settings)
     try:
         service.start()
@@ -123,6 +125,6 @@ def _run_with_injected_enospc(tmp_path: Path) -> None:
         runner.join(600)
         assert not runner.is_alive()
     finally:
-        writer.tifffile.imwrite = real_imwrite
+        writer.tifffile = real_tifffile
         service.close()
     assert_all_done_and_readable(jobs(tmp_path))

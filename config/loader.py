@@ -18,7 +18,9 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from refocusd.config.settings import (
     DriverSettings,
+    HealthSettings,
     LoggingSettings,
+    MetricsSettings,
     ModelSettings,
     ReconstructionSettings,
     RefocusSettings,
@@ -54,6 +56,8 @@ class Settings(BaseSettings):
     refocus: RefocusSettings = RefocusSettings()
     reconstruction: ReconstructionSettings = ReconstructionSettings()
     logging: LoggingSettings = LoggingSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    health: HealthSettings = HealthSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -30,6 +30,7 @@ from refocusd.config.settings import (
 )
 
 ENV_PREFIX = "REFOCUSD_"
+CONFIG_ENV = "REFOCUSD_CONFIG"  # the configuration file's path (CLI --config), not a setting
 
 
 class ConfigError(ValueError):
@@ -114,7 +115,7 @@ def _unknown_environment_sections() -> list[str]:
     return [
         f"{name}: unknown setting (sections are {', '.join(sorted(sections))})"
         for name in os.environ
-        if name.upper().startswith(ENV_PREFIX)
+        if name.upper().startswith(ENV_PREFIX) and name.upper() != CONFIG_ENV
         and name[len(ENV_PREFIX):].split("__")[0].lower() not in sections
     ]
 

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from refocusd.config import Settings, load_settings
-from refocusd.config.loader import deep_merge
+from refocusd.config.loader import CONFIG_ENV, deep_merge
 from refocusd.daemon.cli.common import (
     EXIT_RUNTIME,
     EXIT_UNHEALTHY,
@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 # and `--help` start instantly (the ledger module is light: sqlite3 and the contracts).
 
 DEMO_MARKER = ".refocusd-demo"
+# The systemd unit passes the file through REFOCUSD_CONFIG (systemd/refocusd.env).
+CONFIG_OPTION = typer.Option(..., "--config", "-c", envvar=CONFIG_ENV, help="TOML configuration file.")
 
 
 def _configure_logging(settings: Settings, *, console_level: str | None = None) -> None:
@@ -201,7 +203,7 @@ def _install_reload_handler() -> threading.Event:
     return requested
 
 
-def run(config: Path = typer.Option(..., "--config", "-c", help="TOML configuration file.")) -> None:
+def run(config: Path = CONFIG_OPTION) -> None:
     """Run the service until its plan completes or SIGTERM/SIGINT; SIGHUP reloads (README)."""
     from refocusd.daemon.ledger import LedgerError
     from refocusd.daemon.metrics import MetricsUnavailable
@@ -224,7 +226,7 @@ def run(config: Path = typer.Option(..., "--config", "-c", help="TOML configurat
 
 
 def status(
-    config: Path = typer.Option(..., "--config", "-c", help="TOML configuration file."),
+    config: Path = CONFIG_OPTION,
     json_output: bool = typer.Option(False, "--json", help="One JSON object."),
     require_running: bool = typer.Option(
         False, "--require-running", help="Also unhealthy when the daemon is not running (stopped or never started)."

@@ -37,7 +37,9 @@ def parse_since(text: str, *, now: dt.datetime | None = None) -> dt.datetime:
     try:
         when = dt.datetime.fromisoformat(text.strip())
     except ValueError:
-        raise BadFilter(f"--since {text!r}: use a duration like 15m, 2h, 1d or an ISO time like 2026-05-01T08:00") from None
+        raise BadFilter(
+            f"--since {text!r}: use a duration like 15m, 2h, 1d or an ISO time like 2026-05-01T08:00"
+        ) from None
     return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
 
 
@@ -139,8 +141,7 @@ def follow(path: Path, *, from_start: bool = True, poll_s: float = 0.25,
         if current is None or current.st_ino != inode:
             # Rotated away: whatever the writer appended before the rename is still in
             # the old file; read it to the end, then open the new one.
-            for line in _drain(handle, partial):
-                yield line
+            yield from _drain(handle, partial)
             handle.close()
             handle, partial = None, ""
             continue

@@ -12,9 +12,19 @@ from rich.console import Console
 from rich.text import Text
 
 from refocusd.daemon.cli.common import EXIT_USAGE, err_console
-from refocusd.daemon.logview import BadFilter, LogFilter, follow, parse_record, parse_since, read_lines, rotated_backups
+from refocusd.daemon.logview import (
+    BadFilter,
+    LogFilter,
+    follow,
+    parse_record,
+    parse_since,
+    read_lines,
+    rotated_backups,
+)
 
-_LEVEL_STYLE = {"debug": "dim", "info": "green", "warning": "bold yellow", "error": "bold red", "critical": "bold white on red"}
+_LEVEL_STYLE = {
+    "debug": "dim", "info": "green", "warning": "bold yellow", "error": "bold red", "critical": "bold white on red",
+}
 _EVENT_STYLE = {
     "frame.accepted": "green",
     "frame.quarantined": "red",
@@ -92,14 +102,14 @@ def _lines(source: str, *, follow_it: bool, with_rotated: bool) -> Iterator[str]
 
 
 def tail(
-    source: str = typer.Argument("-", metavar="[FILE|-]", help="A JSON log file, or - for stdin (journalctl -o cat -f)."),
+    source: str = typer.Argument("-", metavar="[FILE|-]", help="JSON log file, or - for stdin (journalctl -o cat -f)."),
     follow_it: bool = typer.Option(False, "--follow", "-f", help="Keep reading as lines are added (follows rotation)."),
     level: str | None = typer.Option(None, "--level", "-l", help="Minimum level: debug, info, warning, error."),
     events: list[str] = typer.Option([], "--event", "-e", help="Event name or glob (reconstruct.*); repeatable."),
     plate: str | None = typer.Option(None, "--plate", "-p", help="Only lines about this plate."),
     since: str | None = typer.Option(None, "--since", "-s", help="Only lines newer than 15m, 2h, 1d or an ISO time."),
     with_rotated: bool = typer.Option(False, "--rotated", help="First read FILE.N ... FILE.1 (rotated-away lines)."),
-    color: bool | None = typer.Option(None, "--color/--no-color", help="Force colours on or off (default: on a terminal)."),
+    color: bool | None = typer.Option(None, "--color/--no-color", help="Force colours on/off (default: on a TTY)."),
 ) -> None:
     """Render refocusd's JSON logs as readable coloured lines; filters combine (AND)."""
     try:

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import structlog
@@ -98,7 +97,7 @@ def test_follow_keeps_going_across_rotations(rotating_log):
     reader.start()
     try:
         time.sleep(2.5)  # the tail process starts and reaches the end of the file
-        for batch in range(4):  # written while tail follows: several rotations
+        for _batch in range(4):  # written while tail follows: several rotations
             write_run(log, 15)
             time.sleep(0.3)
         deadline = time.monotonic() + 30

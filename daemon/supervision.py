@@ -80,7 +80,7 @@ class Supervisor:
         """The service is up: open the metrics endpoint, write health, tell systemd READY."""
         self._run_id, self._ledger, self._driver, self._worker = run_id, ledger, driver, worker
         self.metrics_url = self._server.start()
-        self.tick("running")
+        self._safe_tick()
         self.notifier.ready(self.status_line())
         self.notifier.start_watchdog(self._alive)
         # Carry run_id/experiment (structlog contextvars) into the thread's log lines.
@@ -113,11 +113,14 @@ class Supervisor:
                 self._reload_requested.clear()
                 self.reload()
             if time.monotonic() >= next_tick:
-                try:
-                    self.tick("running")
-                except Exception as exc:  # noqa: BLE001 - one failed check must not stop the next
-                    log.error("health.check_failed", error=f"{type(exc).__name__}: {exc}")
+                self._safe_tick()
                 next_tick = time.monotonic() + self.settings.health.interval_s
+
+    def _safe_tick(self) -> None:
+        try:
+            self.tick("running")
+        except Exception as exc:  # noqa: BLE001 - a failed check (disk, ledger busy) must not stop the service
+            log.error("health.check_failed", error=f"{type(exc).__name__}: {exc}")
 
     def _alive(self) -> bool:
         threads_ok = self._thread is not None and self._thread.is_alive()

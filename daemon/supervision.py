@@ -111,7 +111,10 @@ class Supervisor:
         while not self._closed.wait(_POLL_S):
             if self._reload_requested is not None and self._reload_requested.is_set():
                 self._reload_requested.clear()
-                self.reload()
+                try:
+                    self.reload()
+                except Exception as exc:  # noqa: BLE001 - a failed reload keeps the running configuration
+                    log.error("config.reload_failed", error=f"{type(exc).__name__}: {exc}")
             if time.monotonic() >= next_tick:
                 self._safe_tick()
                 next_tick = time.monotonic() + self.settings.health.interval_s

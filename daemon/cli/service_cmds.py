@@ -249,8 +249,11 @@ def status(
                     "recent_errors": ledger.recent_errors(10),
                 }
                 oldest_job = ledger.oldest_pending_job_at()
-        except (LedgerError, health.HealthFileError) as exc:
+        except LedgerError as exc:
             err_console.print(f"[bold red]ledger error:[/] {exc}")
+            raise typer.Exit(EXIT_RUNTIME) from None
+        except health.HealthFileError as exc:
+            err_console.print(f"[bold red]health file error:[/] {exc}", highlight=False)
             raise typer.Exit(EXIT_RUNTIME) from None
     alive = None
     if snapshot is not None:
@@ -262,9 +265,8 @@ def status(
             oldest_pending_job_at=oldest_job,
         )
         alive = health.pid_alive(snapshot.pid) if snapshot.state != "stopped" else None
-    # The daemon's own thresholds (SIGHUP may have changed them) unless it never ran.
-    thresholds = settings.health
-    problems = health.problems(snapshot, thresholds, require_running=require_running, pid_alive=alive)
+    # Thresholds from the file, i.e. what the daemon uses after its next SIGHUP.
+    problems = health.problems(snapshot, settings.health, require_running=require_running, pid_alive=alive)
     report["health"] = None if snapshot is None else snapshot.as_dict()
     report["healthy"] = not problems
     report["problems"] = problems

@@ -84,6 +84,10 @@ def _short(value: Any) -> str:
 
 def _lines(source: str, *, follow_it: bool, with_rotated: bool) -> Iterator[str]:
     if source == "-":
+        if sys.stdin.isatty():
+            err_console.print("[bold red]error:[/] give a log FILE, or pipe the journal: "
+                              "journalctl -u refocusd -o cat -f | refocusd tail -")
+            raise typer.Exit(EXIT_USAGE)
         yield from read_lines(sys.stdin)
         return
     path = Path(source)

@@ -18,7 +18,9 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from refocusd.config.settings import (
     DriverSettings,
+    HealthSettings,
     LoggingSettings,
+    MetricsSettings,
     ModelSettings,
     ReconstructionSettings,
     RefocusSettings,
@@ -28,6 +30,7 @@ from refocusd.config.settings import (
 )
 
 ENV_PREFIX = "REFOCUSD_"
+CONFIG_ENV = "REFOCUSD_CONFIG"  # the configuration file's path (CLI --config), not a setting
 
 
 class ConfigError(ValueError):
@@ -54,6 +57,8 @@ class Settings(BaseSettings):
     refocus: RefocusSettings = RefocusSettings()
     reconstruction: ReconstructionSettings = ReconstructionSettings()
     logging: LoggingSettings = LoggingSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    health: HealthSettings = HealthSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -110,7 +115,7 @@ def _unknown_environment_sections() -> list[str]:
     return [
         f"{name}: unknown setting (sections are {', '.join(sorted(sections))})"
         for name in os.environ
-        if name.upper().startswith(ENV_PREFIX)
+        if name.upper().startswith(ENV_PREFIX) and name.upper() != CONFIG_ENV
         and name[len(ENV_PREFIX):].split("__")[0].lower() not in sections
     ]
 

@@ -137,3 +137,20 @@ class LoggingSettings(Section):
     file: Path | None = Field(None, description="Optional rotating JSON log file.")
     file_max_bytes: int = Field(20_000_000, ge=10_000)
     file_backups: int = Field(5, ge=0)
+
+
+class MetricsSettings(Section):
+    """Prometheus endpoint. Loopback by default: the numbers say what the lab is imaging."""
+
+    bind: str = Field("127.0.0.1", min_length=1, description="Address to listen on.")
+    port: int = Field(0, ge=0, le=65535, description="0 disables the endpoint (e.g. 9464).")
+
+
+class HealthSettings(Section):
+    """When `refocusd status` calls the service unhealthy (reloadable with SIGHUP)."""
+
+    interval_s: float = Field(10.0, gt=0, le=3600, description="How often the daemon writes health.json.")
+    queue_stuck_after_s: float = Field(
+        1800.0, gt=0, description="A queued reconstruction older than this means the queue is stuck."
+    )
+    min_free_gb: float = Field(2.0, ge=0, description="Free space on the output root below this is unhealthy.")

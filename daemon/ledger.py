@@ -755,6 +755,14 @@ class Ledger:
                 ).fetchone()[0]
             )
 
+    def oldest_pending_job_at(self) -> float | None:
+        """When the oldest job still queued or running was created (epoch s), or None."""
+        with self._guard("oldest_pending_job_at"):
+            row = self._connection().execute(
+                "SELECT MIN(created_at) FROM jobs WHERE state IN ('queued', 'running')"
+            ).fetchone()
+        return None if row[0] is None else float(row[0])
+
     def recent_errors(self, limit: int = 10) -> list[dict[str, Any]]:
         """Latest job errors and quarantined frames, newest first.
 

@@ -28,6 +28,7 @@ from refocusd.daemon.ledger import LEDGER_FILE, Ledger
 from refocusd.daemon.policy import Reason
 from refocusd.daemon.refocus import build_strategy
 from refocusd.daemon.runner import FrameOutcome, Runner, RunnerOptions
+from refocusd.daemon.supervision import Supervisor
 from refocusd.daemon.worker import ReconstructionWorker
 from refocusd.drivers import Clock, Microscope, SimulatedClock, SystemClock
 from refocusd.models import FrameReconstructor
@@ -118,6 +119,8 @@ class Service:
         run_id: str | None = None,
         on_outcome: Callable[[FrameOutcome], None] | None = None,
         driver_factory: Callable[[Settings, Clock], Microscope] = build_driver,
+        config_path: Path | None = None,
+        reload_requested: threading.Event | None = None,
     ) -> None:
         self.settings = settings
         self.stop = stop or threading.Event()
@@ -132,6 +135,8 @@ class Service:
         self.startup_s = 0.0
         self._lock: TextIO | None = None
         self._closers: list[Callable[[], None]] = []
+        # health.json, metrics, sd_notify and SIGHUP reloads (daemon/supervision.py)
+        self.supervisor = Supervisor(settings, config_path=config_path, reload_requested=reload_requested)
 
     def start(self) -> None:
         """Check the models, load the classifier, open the ledger (recovering what a crash
@@ -166,7 +171,7 @@ class Service:
         )
         self._runner = Runner(
             driver=self._driver,
-            classifier=classifier,
+            classifier=self.supervisor.wrap_classifier(classifier),
             strategy=build_strategy(s.refocus, classifier),
             ledger=self.ledger,
             clock=self.clock,
@@ -179,7 +184,7 @@ class Service:
                 spool_dir=s.service.state_dir / "spool",
             ),
             stop=self.stop,
-            on_outcome=self._on_outcome,
+            on_outcome=self._outcome,
         )
         self.worker.start()
         self.startup_s = time.perf_counter() - began
@@ -188,10 +193,13 @@ class Service:
             driver=s.driver.kind,
             capabilities=asdict(self._driver.capabilities),
             classifier=classifier.model_id,
+            device=classifier.device.describe(),
+            device_reason=classifier.device.reason,
             startup_s=round(self.startup_s, 3),
             state_dir=str(s.service.state_dir),
             output_root=str(s.service.output_root),
         )
+        self.supervisor.started(run_id=self.run_id, ledger=self.ledger, driver=self._driver, worker=self.worker)
 
     def run(self) -> RunSummary:
         """Run until the driver's plan is complete (then drain the queue) or a stop."""
@@ -203,6 +211,7 @@ class Service:
             if self.stop.is_set():
                 exit_reason = "stopped"
             log.info("daemon.stopping", reason=exit_reason, queue_depth=self.ledger.queue_depth())
+            self.supervisor.stopping(exit_reason)
             # A graceful stop finishes the job in hand; the rest stays queued for next time.
             self.worker.stop(drain=not self.stop.is_set())
         except BaseException:
@@ -213,6 +222,7 @@ class Service:
             if self._driver is not None:
                 self._driver.close()
             self.ledger.stop_run(self.run_id, exit_reason)
+            self.supervisor.close(exit_reason)
         return self.summary(time.perf_counter() - began)
 
     def summary(self, wall_s: float) -> RunSummary:
@@ -250,14 +260,21 @@ class Service:
             # Connect now: an unreachable cluster is a start-up error, not N failed jobs.
             remote = DaskReconstructor.connect(r.dask_scheduler or "", m.reconstructor, device=m.device)
             self._closers.append(remote.close)
-            return (lambda: remote), r.workers or remote.threads
+            metered = self.supervisor.wrap_reconstructor(remote)
+            return (lambda: metered), r.workers or remote.threads
 
         def load_local() -> FrameReconstructor:
             from refocusd.models.runtime import load_reconstructor
 
-            return load_reconstructor(m.reconstructor, device=m.device, mixed_precision=m.mixed_precision)
+            reconstructor = load_reconstructor(m.reconstructor, device=m.device, mixed_precision=m.mixed_precision)
+            return self.supervisor.wrap_reconstructor(reconstructor)
 
         return load_local, r.workers or 1
+
+    def _outcome(self, outcome: FrameOutcome) -> None:
+        self.supervisor.on_outcome(outcome.label, outcome.outcome, outcome.attempts)
+        if self._on_outcome is not None:
+            self._on_outcome(outcome)
 
     def _recover(self) -> None:
         assert self.ledger is not None

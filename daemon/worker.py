@@ -83,6 +83,10 @@ class ReconstructionWorker:
         for thread in self._threads:
             thread.join(timeout)
 
+    def alive(self) -> bool:
+        """The worker thread is running (health checks and the systemd watchdog ask)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             if self.run_once():

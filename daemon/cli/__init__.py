@@ -8,7 +8,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports Te
 
 import typer
 
-from refocusd.daemon.cli import config_cmds, model_cmds, service_cmds, synth_cmds, train_cmds
+from refocusd.daemon.cli import (
+    config_cmds,
+    model_cmds,
+    report_cmds,
+    service_cmds,
+    synth_cmds,
+    tail_cmds,
+    train_cmds,
+)
 
 app = typer.Typer(
     name="refocusd",
@@ -36,7 +44,7 @@ def _root(
     """refocusd: focus watchdog and defocus reconstruction for automated microscopes."""
 
 
-for module in (service_cmds, config_cmds, model_cmds, train_cmds, synth_cmds):
+for module in (service_cmds, config_cmds, model_cmds, train_cmds, synth_cmds, tail_cmds, report_cmds):
     module.register(app)
 
 

@@ -21,6 +21,7 @@ EXIT_OK = 0
 EXIT_FAILURES = 1  # the command ran, but some inputs failed
 EXIT_USAGE = 2  # bad configuration, bad arguments, unusable model
 EXIT_RUNTIME = 3  # the service stopped on an error it could not recover from
+EXIT_UNHEALTHY = EXIT_FAILURES  # `refocusd status`: the service is unhealthy (monitoring)
 
 err_console = Console(stderr=True, soft_wrap=True)
 out_console = Console()

@@ -13,9 +13,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from refocusd.config import Settings, load_settings
-from refocusd.config.loader import deep_merge
+from refocusd.config.loader import CONFIG_ENV, deep_merge
 from refocusd.daemon.cli.common import (
     EXIT_RUNTIME,
+    EXIT_UNHEALTHY,
     err_console,
     out_console,
     print_json,
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
 # and `--help` start instantly (the ledger module is light: sqlite3 and the contracts).
 
 DEMO_MARKER = ".refocusd-demo"
+# The systemd unit passes the file through REFOCUSD_CONFIG (systemd/refocusd.env).
+CONFIG_OPTION = typer.Option(..., "--config", "-c", envvar=CONFIG_ENV, help="TOML configuration file.")
 
 
 def _configure_logging(settings: Settings, *, console_level: str | None = None) -> None:
@@ -46,7 +49,15 @@ def _configure_logging(settings: Settings, *, console_level: str | None = None) 
     )
 
 
-def _run_service(settings: Settings, stop: threading.Event, progress: Progress | None, label: str) -> RunSummary:
+def _run_service(
+    settings: Settings,
+    stop: threading.Event,
+    progress: Progress | None,
+    label: str,
+    *,
+    config_path: Path | None = None,
+    reload_requested: threading.Event | None = None,
+) -> RunSummary:
     total = len(settings.plate.wells or []) * settings.plate.positions_per_well * settings.timelapse.timepoints
     task = progress.add_task(label, total=total or None) if progress is not None else None
     tally = {"reacquired": 0, "reconstruction_queued": 0, "quarantined": 0}
@@ -63,7 +74,9 @@ def _run_service(settings: Settings, stop: threading.Event, progress: Progress |
 
     from refocusd.daemon.service import Service
 
-    service = Service(settings, stop=stop, on_outcome=on_outcome)
+    service = Service(
+        settings, stop=stop, on_outcome=on_outcome, config_path=config_path, reload_requested=reload_requested
+    )
     try:
         service.start()
         return service.run()
@@ -183,34 +196,51 @@ def _install_signal_handlers() -> threading.Event:
     return stop
 
 
-def run(config: Path = typer.Option(..., "--config", "-c", help="TOML configuration file.")) -> None:
-    """Run the service until its plan completes or SIGTERM/SIGINT (exit codes in README)."""
+def _install_reload_handler() -> threading.Event:
+    """SIGHUP only sets a flag; the supervision thread re-reads the file (daemon/reload.py)."""
+    requested = threading.Event()
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: requested.set())
+    return requested
+
+
+def run(config: Path = CONFIG_OPTION) -> None:
+    """Run the service until its plan completes or SIGTERM/SIGINT; SIGHUP reloads (README)."""
     from refocusd.daemon.ledger import LedgerError
+    from refocusd.daemon.metrics import MetricsUnavailable
     from refocusd.daemon.service import StateDirBusy
 
+    reload_requested = _install_reload_handler()  # first: SIGHUP's default action is to exit
     with user_errors():
         settings = load_settings(config)
         _configure_logging(settings)
         stop = _install_signal_handlers()
         try:
-            summary = _run_service(settings, stop, None, settings.service.experiment)
-        except (LedgerError, StateDirBusy) as exc:
+            summary = _run_service(
+                settings, stop, None, settings.service.experiment,
+                config_path=config, reload_requested=reload_requested,
+            )
+        except (LedgerError, StateDirBusy, MetricsUnavailable) as exc:
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
             raise typer.Exit(EXIT_RUNTIME) from None
     print_json({"event": "run.summary", **summary.as_dict(), "stopped": stop.is_set()})
 
 
 def status(
-    config: Path = typer.Option(..., "--config", "-c", help="TOML configuration file."),
+    config: Path = CONFIG_OPTION,
     json_output: bool = typer.Option(False, "--json", help="One JSON object."),
+    require_running: bool = typer.Option(
+        False, "--require-running", help="Also unhealthy when the daemon is not running (stopped or never started)."
+    ),
 ) -> None:
-    """Counts from the ledger, queue depth and recent errors."""
+    """Counts, queue depth, recent errors and health; exit 1 when unhealthy (for monitoring)."""
+    from refocusd.daemon import health
     from refocusd.daemon.ledger import Ledger, LedgerError
 
     with user_errors():
         settings = load_settings(config)
         path = settings.service.state_dir / LEDGER_FILE
         try:
+            snapshot = health.read_health(settings.service.state_dir / health.HEALTH_FILE)
             with Ledger.open(path, read_only=True) as ledger:
                 report = {
                     "ledger": str(path),
@@ -218,12 +248,39 @@ def status(
                     "queue_depth": ledger.queue_depth(),
                     "recent_errors": ledger.recent_errors(10),
                 }
+                oldest_job = ledger.oldest_pending_job_at()
         except LedgerError as exc:
             err_console.print(f"[bold red]ledger error:[/] {exc}")
             raise typer.Exit(EXIT_RUNTIME) from None
+        except health.HealthFileError as exc:
+            err_console.print(f"[bold red]health file error:[/] {exc}", highlight=False)
+            raise typer.Exit(EXIT_RUNTIME) from None
+    alive = None
+    if snapshot is not None:
+        # What status can measure itself is fresher than the daemon's last write.
+        snapshot = health.refreshed(
+            snapshot,
+            disk_free=health.disk_free_bytes(settings.service.output_root),
+            queue_depth=report["queue_depth"],
+            oldest_pending_job_at=oldest_job,
+        )
+        alive = health.pid_alive(snapshot.pid) if snapshot.state != "stopped" else None
+    # Thresholds from the file, i.e. what the daemon uses after its next SIGHUP.
+    problems = health.problems(snapshot, settings.health, require_running=require_running, pid_alive=alive)
+    report["health"] = None if snapshot is None else snapshot.as_dict()
+    report["healthy"] = not problems
+    report["problems"] = problems
     if json_output:
         print_json(report)
-        return
+    else:
+        _print_status(path, report, snapshot)
+    if problems:
+        raise typer.Exit(EXIT_UNHEALTHY)
+
+
+def _print_status(path: Path, report: dict, snapshot) -> None:
+    import datetime as dt
+
     table = Table(title=f"refocusd status — {path}")
     table.add_column("count")
     table.add_column("value", justify="right")
@@ -231,6 +288,22 @@ def status(
         table.add_row(key, str(value))
     table.add_row("queue depth", str(report["queue_depth"]))
     out_console.print(table)
+    if snapshot is None:
+        out_console.print("daemon: no health file (never run with this state folder)")
+    else:
+        written = dt.datetime.fromtimestamp(snapshot.written_at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        driver = {True: "up", False: "DOWN", None: "not reported"}[snapshot.driver_up]
+        out_console.print(
+            f"daemon: {snapshot.state} (pid {snapshot.pid}, health written {written}) · device {snapshot.device} · "
+            f"driver {driver} · frames this run {snapshot.frames_processed}"
+            + (f" · metrics {snapshot.metrics_url}" if snapshot.metrics_url else ""),
+            highlight=False,
+        )
+    if report["problems"]:
+        for problem in report["problems"]:
+            out_console.print(f"[bold red]unhealthy[/] {problem}", highlight=False)
+    else:
+        out_console.print("[green]healthy[/]")
     for error in report["recent_errors"]:
         out_console.print(f"[red]error[/] {error}", highlight=False)
 

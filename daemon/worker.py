@@ -84,8 +84,8 @@ class ReconstructionWorker:
             thread.join(timeout)
 
     def alive(self) -> bool:
-        """The worker thread is running (health checks and the systemd watchdog ask)."""
-        return self._thread is not None and self._thread.is_alive()
+        """All worker threads are running (health checks and the systemd watchdog ask)."""
+        return bool(self._threads) and all(thread.is_alive() for thread in self._threads)
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -152,5 +152,11 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
     simulated = settings.driver.simulated.model_copy(
         update={"data_dir": resolved(settings.driver.simulated.data_dir)}
     )
-    driver = settings.driver.model_copy(update={"simulated": simulated})
+    nis = settings.driver.nis.model_copy(
+        update={
+            "watch_dir": resolved(settings.driver.nis.watch_dir),
+            "alert_request_dir": resolved(settings.driver.nis.alert_request_dir),
+        }
+    )
+    driver = settings.driver.model_copy(update={"simulated": simulated, "nis": nis})
     return settings.model_copy(update={"service": service, "logging": logging, "driver": driver})

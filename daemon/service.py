@@ -29,7 +29,7 @@ from refocusd.daemon.policy import Reason
 from refocusd.daemon.refocus import build_strategy
 from refocusd.daemon.runner import FrameOutcome, Runner, RunnerOptions
 from refocusd.daemon.worker import ReconstructionWorker
-from refocusd.drivers import Clock, Microscope, SimulatedClock, SystemClock
+from refocusd.drivers import Clock, Microscope, SimulatedClock, StopAware, SystemClock
 from refocusd.models.store import check_model
 
 log = structlog.get_logger("refocusd.service")
@@ -91,9 +91,21 @@ def build_simulated(settings: Settings, clock: Clock) -> Microscope:
     )
 
 
+def build_nis(settings: Settings, clock: Clock) -> Microscope:
+    from refocusd.drivers.nis import NisExportFolder, open_fingerprints
+
+    nis = settings.driver.nis
+    return NisExportFolder(
+        nis,
+        fingerprints=open_fingerprints(settings.service.state_dir / LEDGER_FILE),
+        experiment=settings.service.experiment,
+    )
+
+
 # One factory per `driver.kind`; each imports its driver lazily (pycromanager, watchdog...).
 DRIVER_FACTORIES: dict[str, Callable[[Settings, Clock], Microscope]] = {
     "simulated": build_simulated,
+    "nis": build_nis,
 }
 
 
@@ -153,6 +165,8 @@ class Service:
         self._recover()
         self.ledger.start_run(self.run_id, s.service.experiment, s.model_dump_json(), _software())
         self._driver = self._driver_factory(s, self.clock)
+        if isinstance(self._driver, StopAware):
+            self._driver.bind_stop(self.stop)
         self.worker = ReconstructionWorker(
             ledger=self.ledger,
             load_reconstructor=self._load_reconstructor,

@@ -15,6 +15,7 @@ from refocusd.drivers.base import (
     Microscope,
     SourceRef,
     StageControl,
+    StopAware,
 )
 from refocusd.drivers.clock import Clock, SimulatedClock, SystemClock
 
@@ -31,5 +32,6 @@ __all__ = [
     "SimulatedClock",
     "SourceRef",
     "StageControl",
+    "StopAware",
     "SystemClock",
 ]

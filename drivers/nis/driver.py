@@ -1,0 +1,406 @@
+"""The NIS-Elements export-folder driver: frames appear as NIS writes files, no stage control.
+
+:meth:`NisExportFolder.frames` returns an iterator (not a generator) so that it can raise
+:class:`~refocusd.drivers.base.FrameUnreadable` for one bad file and keep going: the runner
+quarantines that file and asks for the next frame. Each tick it supervises the observer,
+drains its events, stats the candidates (:mod:`.settle`), rescans when due and logs a
+heartbeat; ready files are read one frame at a time, so a burst of thousands of files
+holds paths in memory, never pixels.
+
+A file's fingerprint (path, size, mtime, SHA-256) is remembered only once the runner has
+come back for the next frame, i.e. after the file's frames were recorded: a SIGKILL in
+between means the file is read again on restart and the ledger's unique source keys (which
+carry the content hash) turn its frames into duplicates: each frame counts once.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from refocusd.config.settings import NisSettings
+from refocusd.drivers.base import Capabilities, Coordinates, DriverHealth, Frame, FrameUnreadable, SourceRef
+from refocusd.drivers.nis.fingerprints import FileFingerprints, sha256_of
+from refocusd.drivers.nis.names import parse_indices
+from refocusd.drivers.nis.readers import FileNotReady, PagePixels, is_nd2, read_nd2, read_tiff
+from refocusd.drivers.nis.settle import SettleTracker
+from refocusd.drivers.nis.watcher import FolderWatcher
+
+log = structlog.get_logger(__name__)
+
+TICK_S = 0.05  # how often candidates are stat'ed: bounds the latency added to settle_s
+
+
+@dataclass(slots=True)
+class _OpenFile:
+    """The file whose frames are being yielded."""
+
+    path: Path
+    size: int
+    mtime_ns: int
+    sha256: str
+    pages: Iterator[PagePixels]
+    yielded: int = 0
+
+
+class NisExportFolder:
+    """Microscope over a NIS-Elements export folder. Implements HealthReporting and StopAware."""
+
+    capabilities = Capabilities(move_stage=False, autofocus=False, reacquire=False)
+
+    def __init__(
+        self,
+        settings: NisSettings,
+        *,
+        fingerprints: FileFingerprints,
+        experiment: str = "",
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.settings = settings
+        self.root = Path(os.path.abspath(settings.watch_dir))
+        self._fingerprints = fingerprints
+        self._experiment = experiment
+        self._stop = stop or threading.Event()
+        self._settle = SettleTracker(settings.settle_s, settings.give_up_s)
+        self._watcher = FolderWatcher(
+            self.root,
+            observer=settings.observer,
+            poll_interval_s=settings.poll_interval_s,
+            patterns=tuple(settings.patterns),
+        )
+        self._max_frame_bytes = int(settings.max_frame_mb * 2**20)
+        self._ready: deque[Path] = deque()
+        self._bad: deque[tuple[FrameUnreadable, Path, int, int]] = deque()
+        self._after_consumer: list[tuple[Path, int, int, str | None, str, str | None]] = []
+        self._current: _OpenFile | None = None
+        # Files taken in this process, by (size, mtime): rescans skip them without SQL.
+        self._taken: dict[Path, tuple[int, int]] = {}
+        self._started = False
+        self._last_tick = 0.0
+        self._next_rescan = 0.0
+        self._next_heartbeat = 0.0
+        self._last_activity = time.monotonic()
+        self.files_processed = 0
+        self.files_quarantined = 0
+
+    # -- Microscope ------------------------------------------------------------------------
+
+    def bind_stop(self, stop: threading.Event) -> None:
+        self._stop = stop
+
+    def frames(self) -> Iterator[Frame]:
+        return _FrameStream(self)
+
+    def close(self) -> None:
+        self._watcher.stop()
+        self._fingerprints.close()
+
+    def health(self) -> DriverHealth:
+        if not self._started:
+            return DriverHealth(up=False, detail="not started")
+        if self._watcher.alive():
+            return DriverHealth(up=True, detail=f"watching {self.root} ({self.settings.observer})")
+        return DriverHealth(up=False, detail=f"observer on {self.root} is down")
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def next_frame(self) -> Frame:
+        """The next frame of a ready file; waits for one; StopIteration on stop or idle."""
+        if not self._started:
+            self._start()
+        self._commit_handed_over()
+        while True:
+            if self._stop.is_set():
+                raise StopIteration
+            if self._bad:
+                exc, path, size, mtime_ns = self._bad.popleft()
+                self._after_consumer.append((path, size, mtime_ns, None, "quarantined", exc.reason))
+                raise exc
+            if self._current is not None:
+                frame = self._advance_current()
+                if frame is not None:
+                    return frame
+                continue
+            if time.monotonic() - self._last_tick >= TICK_S:
+                self._tick()
+            if self._ready:
+                self._open(self._ready.popleft())
+                continue
+            if self._idle_expired():
+                log.info("watcher.idle_exit", idle_s=self.settings.exit_when_idle_s)
+                raise StopIteration
+            self._stop.wait(TICK_S)
+
+    def _commit_handed_over(self) -> None:
+        """The runner came back: what was handed over before is in the ledger; remember it."""
+        for path, size, mtime_ns, sha, status, reason in self._after_consumer:
+            self._fingerprints.remember(path, size, mtime_ns, sha, status, reason)  # type: ignore[arg-type]
+        self._after_consumer.clear()
+
+    def _start(self) -> None:
+        if not self.root.is_dir():
+            log.error("watcher.unavailable", root=str(self.root), error="folder not found; waiting for it")
+        # Observer first, then the scan: a file created in between is seen by one or the other.
+        elif self._watcher.start():
+            self._rescan()
+        self._started = True
+        self._next_heartbeat = time.monotonic() + self.settings.heartbeat_s
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        self._last_tick = now
+        if not self._watcher.alive() and self._watcher.restart():
+            self._rescan()
+        paths, rescan = self._watcher.events()
+        for path in paths:
+            self._consider(path)
+        if rescan or now >= self._next_rescan:
+            self._rescan()
+        result = self._settle.poll()
+        for path in result.vanished:
+            self._quarantine_vanished(path)
+        for path, reason in result.given_up:
+            self._quarantine_file(path, reason)
+        for path in result.ready:
+            self._settle.hold(path)
+            self._ready.append(path)
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + self.settings.heartbeat_s
+            log.info(
+                "watcher.heartbeat",
+                alive=self._watcher.alive(),
+                observer=self.settings.observer,
+                pending=len(self._settle),
+                ready=len(self._ready),
+                files_processed=self.files_processed,
+                files_quarantined=self.files_quarantined,
+                restarts=self._watcher.restarts,
+            )
+
+    def _rescan(self) -> None:
+        self._next_rescan = time.monotonic() + self.settings.rescan_interval_s
+        for path in self._watcher.scan():
+            self._consider(path)
+
+    def _consider(self, path: Path) -> None:
+        """Track ``path`` unless it is tracked, or was taken as it is now."""
+        if path in self._settle or (self._current is not None and self._current.path == path):
+            return
+        try:
+            st = os.stat(path, follow_symlinks=False)
+        except OSError:
+            return  # gone already; nothing to take
+        if self._taken.get(path) == (st.st_size, st.st_mtime_ns):
+            return
+        self._settle.offer(path)
+
+    def _idle_expired(self) -> bool:
+        limit = self.settings.exit_when_idle_s
+        if limit is None or len(self._settle) or self._ready:
+            return False
+        return time.monotonic() - self._last_activity >= limit
+
+    # -- one file --------------------------------------------------------------------------
+
+    def _open(self, path: Path) -> None:
+        """Decide about a ready file: skip it, quarantine it, or start yielding its frames."""
+        self._last_activity = time.monotonic()
+        flog = log.bind(path=str(path))
+        try:
+            link = path.is_symlink()
+            if link and not self._inside_root(path):
+                self._quarantine_file(path, "symlink pointing outside the watched folder (not followed)")
+                return
+            if link:
+                flog.info("nis.file.symlink_skipped", target=os.path.realpath(path))
+                self._settle.forget(path)
+                return
+            st = path.stat()
+            if not stat.S_ISREG(st.st_mode):
+                # A FIFO or device named *.tif would block the reader forever.
+                self._quarantine_file(path, "not a regular file")
+                return
+            known = self._fingerprints.unchanged(path, st.st_size, st.st_mtime_ns)
+            if known is not None:
+                flog.debug("nis.file.already_taken", status=known.status)
+                self._mark_taken(path, st.st_size, st.st_mtime_ns)
+                return
+            if st.st_size == 0:
+                raise FileNotReady("empty file (0 bytes)")
+            sha = sha256_of(path)
+        except FileNotReady as exc:
+            self._settle.not_ready(path, exc.reason)
+            return
+        except FileNotFoundError:
+            self._quarantine_vanished(path)
+            return
+        except PermissionError as exc:
+            self._quarantine_file(path, f"permission denied: {exc.strerror}")
+            return
+        except OSError as exc:
+            self._quarantine_file(path, f"cannot read: {exc}")
+            return
+        if self._already_seen_content(path, st.st_size, st.st_mtime_ns, sha, flog):
+            return
+        previous = self._fingerprints.get(path)
+        if previous is not None and previous.sha256 not in (None, sha):
+            flog.warning("nis.file.replaced", old_sha256=previous.sha256, new_sha256=sha)
+        reader = read_nd2 if is_nd2(path) else read_tiff
+        pages = reader(path, max_frame_bytes=self._max_frame_bytes)
+        self._current = _OpenFile(path, st.st_size, st.st_mtime_ns, sha, pages)
+
+    def _already_seen_content(self, path: Path, size: int, mtime_ns: int, sha: str, flog) -> bool:
+        """Same content as a file taken before: a rename or move (or a copy), not a new frame."""
+        earlier = self._fingerprints.paths_with(sha)
+        if not earlier:
+            return False
+        if str(path) in earlier:
+            flog.info("nis.file.touched", detail="mtime changed, content identical; not processed again")
+        else:
+            moved_from = next((p for p in earlier if not os.path.exists(p)), None)
+            if moved_from is not None:
+                flog.info("nis.file.moved", moved_from=moved_from, sha256=sha)
+            else:
+                flog.info("nis.file.duplicate_content", same_as=earlier[0], sha256=sha)
+        self._fingerprints.remember(path, size, mtime_ns, sha, "processed")
+        self._mark_taken(path, size, mtime_ns)
+        return True
+
+    def _advance_current(self) -> Frame | None:
+        current = self._current
+        assert current is not None
+        try:
+            page = next(current.pages)
+        except StopIteration:
+            self._finish_current()
+            return None
+        except FileNotReady as exc:
+            self._current = None
+            if current.yielded == 0:
+                self._settle.not_ready(current.path, exc.reason)
+                return None
+            self._quarantine_file(current.path, exc.reason, sha=current.sha256, first_page=current.yielded)
+            return None
+        except FrameUnreadable as exc:
+            self._current = None
+            self._quarantine_file(current.path, exc.reason, sha=current.sha256, first_page=current.yielded)
+            return None
+        except FileNotFoundError:
+            self._current = None
+            self._quarantine_vanished(current.path)
+            return None
+        except PermissionError as exc:
+            self._current = None
+            self._quarantine_file(current.path, f"permission denied: {exc.strerror}")
+            return None
+        current.yielded += 1
+        return self._frame(current, page)
+
+    def _finish_current(self) -> None:
+        """All frames of the file were handed over and recorded: remember the file."""
+        current = self._current
+        assert current is not None
+        self._current = None
+        try:
+            st = current.path.stat()
+            changed = (st.st_size, st.st_mtime_ns) != (current.size, current.mtime_ns)
+        except FileNotFoundError:
+            changed = False  # read in full before it went; what was read stands
+        if changed:
+            # Written to while being read: take it again once it settles.
+            log.warning("nis.file.changed_while_reading", path=str(current.path))
+            self._settle.forget(current.path)
+            self._settle.offer(current.path)
+            return
+        # Called when the runner asks for the frame after the file's last one: recorded.
+        self._fingerprints.remember(current.path, current.size, current.mtime_ns, current.sha256, "processed")
+        self._mark_taken(current.path, current.size, current.mtime_ns)
+        self.files_processed += 1
+        log.info("nis.file.taken", path=str(current.path), frames=current.yielded, sha256=current.sha256)
+
+    def _frame(self, current: _OpenFile, page: PagePixels) -> Frame:
+        idx = parse_indices(current.path.name)
+        multi = int(page.metadata.get("pages", page.metadata.get("frames", 1)) or 1) > 1
+        loop = page.loop
+        # A multi-page TIFF is a time stack of one position: its page is the time index.
+        t = loop.get("T", page.index if multi and not is_nd2(current.path) else (idx.t or 1) - 1)
+        if idx.t is not None and multi and not is_nd2(current.path):
+            t = (idx.t - 1) + page.index
+        coords = Coordinates(
+            plate="",
+            well="",
+            position=int(loop.get("P", (idx.xy or 1) - 1)),
+            t=int(t),
+            z_index=int(loop.get("Z", (idx.z or 1) - 1)),
+            channel=page.channel or ("" if idx.c is None else f"c{idx.c}"),
+        )
+        # The file's mtime: NIS stamps no absolute time per page (ND2 times are relative).
+        acquired_at = current.mtime_ns / 1e9
+        metadata = {
+            **page.metadata,
+            "relative_path": str(current.path.relative_to(self.root)),
+            "sha256": current.sha256,
+            "name_indices": {"t": idx.t, "xy": idx.xy, "z": idx.z, "c": idx.c},
+        }
+        if page.relative_time_s is not None:
+            metadata["relative_time_s"] = page.relative_time_s
+        if page.stage_um is not None:
+            metadata["stage_um"] = list(page.stage_um)
+        return Frame(
+            pixels=page.pixels,
+            coords=coords,
+            source=SourceRef(uri=str(current.path), page=page.index if multi else None, version=current.sha256[:16]),
+            acquired_at=acquired_at,
+            z_um=None if page.stage_um is None else page.stage_um[2],
+            experiment=self._experiment,
+            metadata=metadata,
+        )
+
+    # -- bad files -------------------------------------------------------------------------
+
+    def _quarantine_file(self, path: Path, reason: str, *, sha: str | None = None, first_page: int = 0) -> None:
+        """Queue the file to be raised to the runner as FrameUnreadable (it records and logs it)."""
+        try:
+            st = os.stat(path, follow_symlinks=False)
+            size, mtime_ns = st.st_size, st.st_mtime_ns
+        except OSError:
+            size, mtime_ns = -1, -1
+        self._mark_taken(path, size, mtime_ns)
+        self.files_quarantined += 1
+        log.warning("nis.file.refused", path=str(path), reason=reason)
+        version = sha[:16] if sha else f"{size}-{mtime_ns}"
+        exc = FrameUnreadable(reason, source=SourceRef(uri=str(path), page=first_page or None, version=version))
+        self._bad.append((exc, path, size, mtime_ns))
+
+    def _quarantine_vanished(self, path: Path) -> None:
+        self._quarantine_file(path, "file deleted before it could be read")
+
+    def _mark_taken(self, path: Path, size: int, mtime_ns: int) -> None:
+        self._settle.forget(path)
+        self._taken[path] = (size, mtime_ns)
+
+    def _inside_root(self, path: Path) -> bool:
+        target = os.path.realpath(path)
+        root = os.path.realpath(self.root)
+        return os.path.commonpath([target, root]) == root
+
+
+class _FrameStream:
+    """Iterator over the driver's frames that survives a FrameUnreadable (see module doc)."""
+
+    def __init__(self, driver: NisExportFolder) -> None:
+        self._driver = driver
+
+    def __iter__(self) -> _FrameStream:
+        return self
+
+    def __next__(self) -> Frame:
+        return self._driver.next_frame()

@@ -22,6 +22,7 @@ class _Candidate:
     mtime_ns: int
     changed_at: float  # monotonic time (size, mtime) was first seen as it is now
     not_ready: str | None = None  # why the last read failed while the file was stable
+    held: bool = False  # handed out as ready: not polled until forgotten or not ready
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,7 @@ class SettleTracker:
         candidate = self._candidates.get(path)
         if candidate is not None:
             candidate.not_ready = reason
+            candidate.held = False
 
     def poll(self) -> SettleResult:
         """Stat every candidate; hand back those ready to read, gone, or given up on."""
@@ -65,6 +67,8 @@ class SettleTracker:
         vanished: list[Path] = []
         given_up: list[tuple[Path, str]] = []
         for path, c in list(self._candidates.items()):
+            if c.held:
+                continue
             try:
                 st = os.stat(path, follow_symlinks=False)
             except FileNotFoundError:
@@ -93,4 +97,4 @@ class SettleTracker:
         """Keep a ready path from being handed out again while it is being read."""
         c = self._candidates.get(path)
         if c is not None:
-            c.not_ready = c.not_ready or "being read"
+            c.held = True

@@ -1,0 +1,67 @@
+"""The NIS driver under the real runner and ledger: bad files are quarantined in the ledger
+with their reason, defocused frames are queued for reconstruction as `no_stage_control` and
+logged `reacquire.unavailable`. The classifier's verdict is fixed here (a stand-in) because
+the point is the bookkeeping; the service test runs the shipped classifier."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+from conftest import noise, write_tiff
+from structlog.testing import capture_logs
+
+from refocusd.config.settings import NisSettings
+from refocusd.daemon.ledger import Ledger
+from refocusd.daemon.refocus import DeviceAutofocus
+from refocusd.daemon.runner import Runner, RunnerOptions
+from refocusd.drivers import SystemClock
+from refocusd.drivers.nis import NisExportFolder, open_fingerprints
+from refocusd.models import Verdict
+
+
+class AlwaysDefocused:
+    model_id = "fixed-defocused"
+
+    def classify(self, pixels):
+        return Verdict(p_focused=0.02, label="defocused", model_id=self.model_id, latency_s=0.0)
+
+
+def test_runner_quarantines_bad_exports_and_queues_defocused_frames(tmp_path, watch_dir):
+    write_tiff(watch_dir / "plate A" / "good_t001xy02c1.tif", noise(seed=1))
+    write_tiff(watch_dir / "stack_xy01.tif", [noise(seed=i) for i in range(3)])
+    nan = noise().astype(np.float32)
+    nan[5, 5] = np.nan
+    write_tiff(watch_dir / "nan.tif", nan)
+    (watch_dir / "zero.tif").write_bytes(b"")
+    state = tmp_path / "state"
+    stop = threading.Event()
+    with Ledger.open(state / "ledger.sqlite") as ledger, capture_logs() as logs:
+        ledger.start_run("r", "e", "{}", {})
+        driver = NisExportFolder(
+            NisSettings(watch_dir=watch_dir, settle_s=0.1, give_up_s=0.5, exit_when_idle_s=1.0),
+            fingerprints=open_fingerprints(state / "ledger.sqlite"),
+            stop=stop,
+        )
+        runner = Runner(
+            driver=driver, classifier=AlwaysDefocused(), strategy=DeviceAutofocus(), ledger=ledger,
+            clock=SystemClock(stop), stop=stop,
+            options=RunnerOptions(run_id="r", experiment="e", max_retries=2, source_root=str(watch_dir)),
+        )
+        assert runner.run() == 5  # good + 3 pages + NaN (quarantined by the frame checks)
+        driver.close()
+        rows = {(Path(r["source_uri"]).name, r["source_page"]): r for r in ledger.frames()}
+        jobs = [ledger.claim_job() for _ in range(4)]
+    assert rows[("zero.tif", None)]["outcome"] == "quarantined"
+    assert rows[("zero.tif", None)]["reason"] == "empty file (0 bytes)"
+    assert rows[("nan.tif", None)]["reason"] == "image contains NaN or infinite values"
+    good = rows[("good_t001xy02c1.tif", None)]
+    assert (good["outcome"], good["reason"], good["position"], good["channel"]) == (
+        "reconstruction_queued", "no_stage_control", 1, "c1")
+    assert {rows[("stack_xy01.tif", p)]["t"] for p in (0, 1, 2)} == {0, 1, 2}
+    assert all(j is not None and j.reason == "no_stage_control" for j in jobs)
+    assert {j.payload["source_root"] for j in jobs} == {str(watch_dir)}
+    assert sum(e["event"] == "reacquire.unavailable" for e in logs) == 4
+    quarantined = [e for e in logs if e["event"] == "frame.quarantined"]
+    assert {e["reason"] for e in quarantined} == {"empty file (0 bytes)", "image contains NaN or infinite values"}

@@ -71,18 +71,20 @@ class SimulatedMicroscopeSettings(Section):
 class NisSettings(Section):
     """A folder Nikon NIS-Elements exports into (TIFF, ND2); no stage control."""
 
-    watch_dir: Path = Field(Path("nis-export"), description="The export folder (watched recursively, never written).")
+    watch_dir: Path = Field(Path("nis-export"), description="Export folder (watched recursively, never written).")
     observer: Literal["native", "polling"] = Field(
         "native", description="'polling' for SMB/NFS shares, where native (inotify...) events never fire."
     )
     poll_interval_s: float = Field(1.0, gt=0, le=60, description="Polling observer's interval.")
-    settle_s: float = Field(2.0, ge=0, le=600, description="Size and mtime unchanged this long → file is complete.")
-    give_up_s: float = Field(60.0, gt=0, description="A stable file that still does not parse is quarantined after this.")
-    rescan_interval_s: float = Field(30.0, gt=0, description="Full rescan, so a missed event never means a missed file.")
+    settle_s: float = Field(2.0, ge=0, le=600, description="Size and mtime unchanged this long: file complete.")
+    give_up_s: float = Field(60.0, gt=0, description="A stable file that still does not parse is quarantined then.")
+    rescan_interval_s: float = Field(30.0, gt=0, description="Full rescan: a missed event never means a missed file.")
     heartbeat_s: float = Field(60.0, gt=0, description="Interval of the watcher.heartbeat log line.")
-    patterns: list[str] = Field(["*.tif", "*.tiff", "*.nd2"], min_length=1, description="File names taken (case-insensitive).")
+    patterns: list[str] = Field(
+        ["*.tif", "*.tiff", "*.nd2"], min_length=1, description="File names taken (case-insensitive)."
+    )
     max_frame_mb: float = Field(1024.0, gt=0, description="Frames declaring more are refused, never allocated.")
-    exit_when_idle_s: float | None = Field(None, gt=0, description="Stop after this long with nothing to do (batch use).")
+    exit_when_idle_s: float | None = Field(None, gt=0, description="Stop after this long idle (batch use).")
     alert_command: list[str] | None = Field(
         None, description="Run for each defocused frame; {path} {t} {xy} {z} {c} {p_focused} are filled in."
     )

@@ -29,7 +29,7 @@ from refocusd.daemon.policy import Reason
 from refocusd.daemon.refocus import build_strategy
 from refocusd.daemon.runner import FrameOutcome, Runner, RunnerOptions
 from refocusd.daemon.worker import ReconstructionWorker
-from refocusd.drivers import Clock, Microscope, SimulatedClock, StopAware, SystemClock
+from refocusd.drivers import Clock, DriverError, Microscope, OutcomeAware, SimulatedClock, StopAware, SystemClock
 from refocusd.models.store import check_model
 
 log = structlog.get_logger("refocusd.service")
@@ -95,11 +95,26 @@ def build_nis(settings: Settings, clock: Clock) -> Microscope:
     from refocusd.drivers.nis import NisExportFolder, open_fingerprints
 
     nis = settings.driver.nis
+    inside = _inside_folder(
+        nis.watch_dir,
+        {"service.output_root": settings.service.output_root, "service.state_dir": settings.service.state_dir,
+         "driver.nis.alert_request_dir": nis.alert_request_dir},
+    )
+    if inside:
+        raise DriverError(f"{inside} is inside driver.nis.watch_dir {nis.watch_dir}: refocusd never writes there")
     return NisExportFolder(
         nis,
         fingerprints=open_fingerprints(settings.service.state_dir / LEDGER_FILE),
         experiment=settings.service.experiment,
     )
+
+
+def _inside_folder(folder: Path, paths: dict[str, Path | None]) -> str | None:
+    root = folder.resolve()
+    for name, path in paths.items():
+        if path is not None and path.resolve().is_relative_to(root):
+            return name
+    return None
 
 
 # One factory per `driver.kind`; each imports its driver lazily (pycromanager, watchdog...).
@@ -167,6 +182,9 @@ class Service:
         self._driver = self._driver_factory(s, self.clock)
         if isinstance(self._driver, StopAware):
             self._driver.bind_stop(self.stop)
+        on_outcome = self._on_outcome
+        if isinstance(self._driver, OutcomeAware):
+            on_outcome = _tell_driver(self._driver, self._on_outcome)
         self.worker = ReconstructionWorker(
             ledger=self.ledger,
             load_reconstructor=self._load_reconstructor,
@@ -188,7 +206,7 @@ class Service:
                 spool_dir=s.service.state_dir / "spool",
             ),
             stop=self.stop,
-            on_outcome=self._on_outcome,
+            on_outcome=on_outcome,
         )
         self.worker.start()
         self.startup_s = time.perf_counter() - began
@@ -263,6 +281,17 @@ class Service:
         )
         if requeued or interrupted:
             log.warning("daemon.recovered", jobs_requeued=requeued, refocus_interrupted=interrupted)
+
+
+def _tell_driver(
+    driver: OutcomeAware, then: Callable[[FrameOutcome], None] | None
+) -> Callable[[FrameOutcome], None]:
+    def on_outcome(outcome: FrameOutcome) -> None:
+        driver.observe_outcome(outcome.source, outcome.label, outcome.outcome)
+        if then is not None:
+            then(outcome)
+
+    return on_outcome
 
 
 def _as_str(path: Path | None) -> str | None:

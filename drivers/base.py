@@ -165,3 +165,11 @@ class StopAware(Protocol):
     service's stop event, so a SIGTERM ends their wait at once."""
 
     def bind_stop(self, stop: threading.Event) -> None: ...
+
+
+@runtime_checkable
+class OutcomeAware(Protocol):
+    """Optional: drivers told what became of each frame they yielded (the NIS driver alerts
+    the operator about defocused frames it cannot re-acquire)."""
+
+    def observe_outcome(self, source_key: str, label: str | None, outcome: str) -> None: ...

@@ -28,6 +28,7 @@ import structlog
 
 from refocusd.config.settings import NisSettings
 from refocusd.drivers.base import Capabilities, Coordinates, DriverHealth, Frame, FrameUnreadable, SourceRef
+from refocusd.drivers.nis.alert import OperatorAlert
 from refocusd.drivers.nis.fingerprints import FileFingerprints, sha256_of
 from refocusd.drivers.nis.names import parse_indices
 from refocusd.drivers.nis.readers import FileNotReady, PagePixels, is_nd2, read_nd2, read_tiff
@@ -52,7 +53,7 @@ class _OpenFile:
 
 
 class NisExportFolder:
-    """Microscope over a NIS-Elements export folder. Implements HealthReporting and StopAware."""
+    """Microscope over a NIS-Elements export folder (HealthReporting, StopAware, OutcomeAware)."""
 
     capabilities = Capabilities(move_stage=False, autofocus=False, reacquire=False)
 
@@ -77,6 +78,8 @@ class NisExportFolder:
             patterns=tuple(settings.patterns),
         )
         self._max_frame_bytes = int(settings.max_frame_mb * 2**20)
+        self._alert = OperatorAlert(settings.alert_command, settings.alert_request_dir)
+        self._last_frame: Frame | None = None  # the frame the runner is deciding about
         self._ready: deque[Path] = deque()
         self._bad: deque[tuple[FrameUnreadable, Path, int, int]] = deque()
         self._after_consumer: list[tuple[Path, int, int, str | None, str, str | None]] = []
@@ -99,9 +102,17 @@ class NisExportFolder:
     def frames(self) -> Iterator[Frame]:
         return _FrameStream(self)
 
+    def observe_outcome(self, source_key: str, label: str | None, outcome: str) -> None:
+        """Alert the operator about a defocused frame (the runner calls this right after it)."""
+        frame = self._last_frame
+        if label != "defocused" or frame is None or frame.source.key != source_key or not self._alert.enabled:
+            return
+        self._alert.defocused(frame, label=label, outcome=outcome)
+
     def close(self) -> None:
         self._watcher.stop()
         self._fingerprints.close()
+        self._alert.reap()
 
     def health(self) -> DriverHealth:
         if not self._started:
@@ -302,7 +313,8 @@ class NisExportFolder:
             self._quarantine_file(current.path, f"permission denied: {exc.strerror}")
             return None
         current.yielded += 1
-        return self._frame(current, page)
+        self._last_frame = self._frame(current, page)
+        return self._last_frame
 
     def _finish_current(self) -> None:
         """All frames of the file were handed over and recorded: remember the file."""

@@ -93,7 +93,9 @@ def _check_page(page: tifffile.TiffPage, index: int, file_size: int, *, max_fram
     dtype = page.dtype
     where = f"page {index}"
     if dtype is None:
-        raise FrameUnreadable(f"{where}: unsupported sample format (bits {page.bitspersample}, format {page.sampleformat})")
+        raise FrameUnreadable(
+            f"{where}: unsupported sample format (bits {page.bitspersample}, format {page.sampleformat})"
+        )
     if dtype.kind not in "uif":
         raise FrameUnreadable(f"{where}: unsupported pixel type {dtype}")
     if len(shape) == 3 and (shape[-1] in _SAMPLES_OK or (_planar(page) and shape[0] in _SAMPLES_OK)):
@@ -131,7 +133,8 @@ def nis_tags(page: tifffile.TiffPage) -> dict[str, str]:
         value = tag.value
         if isinstance(value, bytes):
             # NIS writes UTF-16 XML in some versions, UTF-8/ASCII in others.
-            text = value.decode("utf-16") if value[:2] in (b"\xff\xfe", b"\xfe\xff") else value.decode("utf-8", "replace")
+            utf16 = value[:2] in (b"\xff\xfe", b"\xfe\xff")
+            text = value.decode("utf-16", "replace") if utf16 else value.decode("utf-8", "replace")
         else:
             text = str(value)
         found[str(code)] = text.strip("\x00")[:MAX_TAG_TEXT]

@@ -153,4 +153,5 @@ class FolderWatcher:
                 if self.wanted(path):
                     found += 1
                     yield path
-        log.debug("watcher.scanned", root=str(self.root), files=found, ms=round((time.perf_counter() - started) * 1000, 1))
+        elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
+        log.debug("watcher.scanned", root=str(self.root), files=found, ms=elapsed_ms)

@@ -65,3 +65,40 @@ def test_runner_quarantines_bad_exports_and_queues_defocused_frames(tmp_path, wa
     assert sum(e["event"] == "reacquire.unavailable" for e in logs) == 4
     quarantined = [e for e in logs if e["event"] == "frame.quarantined"]
     assert {e["reason"] for e in quarantined} == {"empty file (0 bytes)", "image contains NaN or infinite values"}
+
+
+def test_defocused_frames_alert_the_operator_by_command_and_request_file(tmp_path, watch_dir):
+    """Through the service's outcome hook, as `refocusd run` wires it."""
+    import json
+    import sys
+
+    from refocusd.daemon.service import _tell_driver
+
+    write_tiff(watch_dir / "sub" / "late_t004xy07c2.tif", noise(seed=3))
+    alerts = tmp_path / "alerts"
+    script = tmp_path / "alert.py"
+    script.write_text("import sys, pathlib; pathlib.Path(sys.argv[1]).write_text(' '.join(sys.argv[2:]))\n")
+    marker = tmp_path / "command-ran.txt"
+    stop = threading.Event()
+    with Ledger.open(tmp_path / "state" / "ledger.sqlite") as ledger:
+        ledger.start_run("r", "e", "{}", {})
+        driver = NisExportFolder(
+            NisSettings(watch_dir=watch_dir, settle_s=0.1, exit_when_idle_s=0.8, alert_request_dir=alerts,
+                        alert_command=[sys.executable, str(script), str(marker), "{relative_path}", "t={t}", "xy={xy}"]),
+            fingerprints=open_fingerprints(tmp_path / "state" / "ledger.sqlite"),
+            stop=stop,
+        )
+        Runner(driver=driver, classifier=AlwaysDefocused(), strategy=DeviceAutofocus(), ledger=ledger,
+               clock=SystemClock(stop), stop=stop, on_outcome=_tell_driver(driver, None),
+               options=RunnerOptions(run_id="r", experiment="e", max_retries=2)).run()
+        driver.close()
+    (request,) = alerts.glob("*.json")
+    body = json.loads(request.read_text())
+    assert (body["relative_path"], body["t"], body["xy"], body["c"], body["reacquire"]) == (
+        "sub/late_t004xy07c2.tif", 4, 7, 2, "unavailable")
+    deadline = threading.Event()
+    for _ in range(50):
+        if marker.exists():
+            break
+        deadline.wait(0.1)
+    assert marker.read_text() == "sub/late_t004xy07c2.tif t=4 xy=7"

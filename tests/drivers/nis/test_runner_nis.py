@@ -83,7 +83,7 @@ def test_defocused_frames_alert_the_operator_by_command_and_request_file(tmp_pat
     with Ledger.open(tmp_path / "state" / "ledger.sqlite") as ledger:
         ledger.start_run("r", "e", "{}", {})
         driver = NisExportFolder(
-            NisSettings(watch_dir=watch_dir, settle_s=0.1, exit_when_idle_s=0.8, alert_request_dir=alerts,
+            NisSettings(watch_dir=watch_dir, settle_s=0.1, exit_when_idle_s=0.8, alert_request_dir=alerts,  # noqa: E501
                         alert_command=[sys.executable, str(script), str(marker), "{relative_path}", "t={t}", "xy={xy}"]),
             fingerprints=open_fingerprints(tmp_path / "state" / "ledger.sqlite"),
             stop=stop,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -141,6 +142,7 @@ def main() -> None:
         "mode": "in place" if args.direct else "rename in",
     }
     print(json.dumps(result, indent=2))
+    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import structlog
 
@@ -38,6 +41,40 @@ from refocusd.drivers.nis.watcher import FolderWatcher
 log = structlog.get_logger(__name__)
 
 TICK_S = 0.05  # how often candidates are stat'ed: bounds the latency added to settle_s
+PREFETCH_DEPTH = 2  # files read ahead of the runner (memory: depth × file size)
+PREFETCH_MAX_BYTES = 64 * 2**20  # larger files (and ND2) are read page by page instead
+
+LoadAction = Literal["read", "known", "refuse", "vanished", "not_ready", "symlink"]
+
+
+@dataclass(slots=True)
+class _Loaded:
+    """What the prefetch thread found about a ready file."""
+
+    path: Path
+    action: LoadAction
+    reason: str | None = None
+    size: int = -1
+    mtime_ns: int = -1
+    sha256: str | None = None
+    pages: Iterator[PagePixels] | None = None
+
+
+def _read_ahead(pages: Iterator[PagePixels]) -> Iterator[PagePixels]:
+    """Read every page now (on the prefetch thread); replay them, then any error, later."""
+    read: list[PagePixels] = []
+    error: Exception | None = None
+    try:
+        read.extend(pages)
+    except (FrameUnreadable, OSError) as exc:
+        error = exc
+    return _replay(read, error)
+
+
+def _replay(pages: list[PagePixels], error: Exception | None) -> Iterator[PagePixels]:
+    yield from pages
+    if error is not None:
+        raise error
 
 
 @dataclass(slots=True)
@@ -81,6 +118,9 @@ class NisExportFolder:
         self._alert = OperatorAlert(settings.alert_command, settings.alert_request_dir)
         self._last_frame: Frame | None = None  # the frame the runner is deciding about
         self._ready: deque[Path] = deque()
+        # Files are hashed and read one ahead on this thread while the runner classifies.
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nis-read")
+        self._loading: deque[Future[_Loaded]] = deque()
         self._bad: deque[tuple[FrameUnreadable, Path, int, int]] = deque()
         self._after_consumer: list[tuple[Path, int, int, str | None, str, str | None]] = []
         self._current: _OpenFile | None = None
@@ -110,6 +150,7 @@ class NisExportFolder:
         self._alert.defocused(frame, label=label, outcome=outcome)
 
     def close(self) -> None:
+        self._reader.shutdown(wait=True, cancel_futures=True)
         self._watcher.stop()
         self._fingerprints.close()
         self._alert.reap()
@@ -142,8 +183,15 @@ class NisExportFolder:
                 continue
             if time.monotonic() - self._last_tick >= TICK_S:
                 self._tick()
-            if self._ready:
-                self._open(self._ready.popleft())
+            self._prefetch()
+            if self._loading:
+                try:
+                    loaded = self._loading[0].result(timeout=TICK_S)
+                except FutureTimeout:
+                    continue  # still reading: tick, and look at stop, meanwhile
+                self._loading.popleft()
+                self._open(loaded)
+                self._prefetch()
                 continue
             if self._idle_expired():
                 log.info("watcher.idle_exit", idle_s=self.settings.exit_when_idle_s)
@@ -215,58 +263,77 @@ class NisExportFolder:
 
     def _idle_expired(self) -> bool:
         limit = self.settings.exit_when_idle_s
-        if limit is None or len(self._settle) or self._ready:
+        if limit is None or len(self._settle) or self._ready or self._loading:
             return False
         return time.monotonic() - self._last_activity >= limit
 
     # -- one file --------------------------------------------------------------------------
 
-    def _open(self, path: Path) -> None:
-        """Decide about a ready file: skip it, quarantine it, or start yielding its frames."""
-        self._last_activity = time.monotonic()
-        flog = log.bind(path=str(path))
+    def _load(self, path: Path) -> _Loaded:
+        """The I/O for one ready file (checks, hash, pixels), on the prefetch thread.
+
+        Pure with respect to the driver's state: the consumer thread acts on the result.
+        """
         try:
-            link = path.is_symlink()
-            if link and not self._inside_root(path):
-                self._quarantine_file(path, "symlink pointing outside the watched folder (not followed)")
-                return
-            if link:
-                flog.info("nis.file.symlink_skipped", target=os.path.realpath(path))
-                self._settle.forget(path)
-                return
+            if path.is_symlink():
+                if not self._inside_root(path):
+                    return _Loaded(path, "refuse", "symlink pointing outside the watched folder (not followed)")
+                return _Loaded(path, "symlink")
             st = path.stat()
             if not stat.S_ISREG(st.st_mode):
                 # A FIFO or device named *.tif would block the reader forever.
-                self._quarantine_file(path, "not a regular file")
-                return
-            known = self._fingerprints.unchanged(path, st.st_size, st.st_mtime_ns)
-            if known is not None:
-                flog.debug("nis.file.already_taken", status=known.status)
-                self._mark_taken(path, st.st_size, st.st_mtime_ns)
-                return
+                return _Loaded(path, "refuse", "not a regular file")
+            if self._fingerprints.unchanged(path, st.st_size, st.st_mtime_ns) is not None:
+                return _Loaded(path, "known", size=st.st_size, mtime_ns=st.st_mtime_ns)
             if st.st_size == 0:
-                raise FileNotReady("empty file (0 bytes)")
+                return _Loaded(path, "not_ready", "empty file (0 bytes)")
             sha = sha256_of(path)
-        except FileNotReady as exc:
-            self._settle.not_ready(path, exc.reason)
-            return
         except FileNotFoundError:
-            self._quarantine_vanished(path)
-            return
+            return _Loaded(path, "vanished")
         except PermissionError as exc:
-            self._quarantine_file(path, f"permission denied: {exc.strerror}")
-            return
+            return _Loaded(path, "refuse", f"permission denied: {exc.strerror}")
         except OSError as exc:
-            self._quarantine_file(path, f"cannot read: {exc}")
-            return
-        if self._already_seen_content(path, st.st_size, st.st_mtime_ns, sha, flog):
-            return
-        previous = self._fingerprints.get(path)
-        if previous is not None and previous.sha256 not in (None, sha):
-            flog.warning("nis.file.replaced", old_sha256=previous.sha256, new_sha256=sha)
-        reader = read_nd2 if is_nd2(path) else read_tiff
-        pages = reader(path, max_frame_bytes=self._max_frame_bytes)
-        self._current = _OpenFile(path, st.st_size, st.st_mtime_ns, sha, pages)
+            return _Loaded(path, "refuse", f"cannot read: {exc}")
+        if is_nd2(path) or st.st_size > PREFETCH_MAX_BYTES:
+            pages: Iterator[PagePixels] = (read_nd2 if is_nd2(path) else read_tiff)(
+                path, max_frame_bytes=self._max_frame_bytes
+            )
+        else:
+            pages = _read_ahead(read_tiff(path, max_frame_bytes=self._max_frame_bytes))
+        return _Loaded(path, "read", size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha, pages=pages)
+
+    def _prefetch(self) -> None:
+        """Keep the prefetch thread busy with the next ready files (bounded: PREFETCH_DEPTH)."""
+        while self._ready and len(self._loading) < PREFETCH_DEPTH:
+            path = self._ready.popleft()
+            self._loading.append(self._reader.submit(self._load, path))
+
+    def _open(self, loaded: _Loaded) -> None:
+        """Act on a loaded file: skip it, quarantine it, or start yielding its frames."""
+        self._last_activity = time.monotonic()
+        path = loaded.path
+        flog = log.bind(path=str(path))
+        if loaded.action == "refuse":
+            self._quarantine_file(path, loaded.reason or "unreadable")
+        elif loaded.action == "vanished":
+            self._quarantine_vanished(path)
+        elif loaded.action == "not_ready":
+            self._settle.not_ready(path, loaded.reason or "not ready")
+        elif loaded.action == "symlink":
+            flog.info("nis.file.symlink_skipped", target=os.path.realpath(path))
+            self._settle.forget(path)
+        elif loaded.action == "known":
+            flog.debug("nis.file.already_taken")
+            self._mark_taken(path, loaded.size, loaded.mtime_ns)
+        else:
+            sha = loaded.sha256
+            assert sha is not None and loaded.pages is not None
+            if self._already_seen_content(path, loaded.size, loaded.mtime_ns, sha, flog):
+                return
+            previous = self._fingerprints.get(path)
+            if previous is not None and previous.sha256 not in (None, sha):
+                flog.warning("nis.file.replaced", old_sha256=previous.sha256, new_sha256=sha)
+            self._current = _OpenFile(path, loaded.size, loaded.mtime_ns, sha, loaded.pages)
 
     def _already_seen_content(self, path: Path, size: int, mtime_ns: int, sha: str, flog) -> bool:
         """Same content as a file taken before: a rename or move (or a copy), not a new frame."""
@@ -311,6 +378,10 @@ class NisExportFolder:
         except PermissionError as exc:
             self._current = None
             self._quarantine_file(current.path, f"permission denied: {exc.strerror}")
+            return None
+        except OSError as exc:
+            self._current = None
+            self._quarantine_file(current.path, f"cannot read: {exc}", sha=current.sha256, first_page=current.yielded)
             return None
         current.yielded += 1
         self._last_frame = self._frame(current, page)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -56,10 +60,40 @@ def test_file_deleted_between_event_and_read_is_refused(start_driver, watch_dir)
     assert collector.reasons() == {"doomed_t001.tif": "file deleted before it could be read"}
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
-def test_permission_denied_is_refused(start_driver, watch_dir):
+PROBE = """
+import json, sys, threading
+from pathlib import Path
+from refocusd.config.settings import NisSettings
+from refocusd.drivers import FrameUnreadable
+from refocusd.drivers.nis import FileFingerprints, NisExportFolder
+driver = NisExportFolder(NisSettings(watch_dir=Path(sys.argv[1]), settle_s=0.1, exit_when_idle_s=1.0),
+                         fingerprints=FileFingerprints(Path(sys.argv[2])))
+stream, bad, good = driver.frames(), {}, []
+while True:
+    try:
+        good.append(Path(next(stream).source.uri).name)
+    except FrameUnreadable as exc:
+        bad[Path(exc.source.uri).name] = exc.reason
+    except StopIteration:
+        break
+driver.close()
+print(json.dumps({"bad": bad, "good": good}))
+"""
+
+
+def test_permission_denied_is_refused(watch_dir, tmp_path):
+    """Root reads any file, so as root the driver runs without the capabilities that allow it."""
     locked = write_tiff(watch_dir / "locked.tif", noise())
+    write_tiff(watch_dir / "open.tif", noise(seed=2))
     locked.chmod(0)
-    collector = start_driver()
-    collector.wait_bad(1)
-    assert collector.reasons()["locked.tif"].startswith("permission denied")
+    command = [sys.executable, "-c", PROBE, str(watch_dir), str(tmp_path / "ledger.sqlite")]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv: cannot make a file unreadable")
+        drop = "-dac_override,-dac_read_search"
+        command = [setpriv, f"--inh-caps={drop}", f"--bounding-set={drop}", *command]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen["bad"] == {"locked.tif": "permission denied: Permission denied"}
+    assert seen["good"] == ["open.tif"]

@@ -1,10 +1,12 @@
 """The NIS driver under the real runner and ledger: bad files are quarantined in the ledger
 with their reason, defocused frames are queued for reconstruction as `no_stage_control` and
-logged `reacquire.unavailable`. The classifier's verdict is fixed here (a stand-in) because
-the point is the bookkeeping; the service test runs the shipped classifier."""
+logged `reacquire.unavailable`, and the real worker writes the reconstructions under the
+output root mirroring the export folder. The classifier's verdict is fixed here (a stand-in)
+because the point is the bookkeeping; the service test runs the shipped classifier."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from pathlib import Path
 
@@ -16,9 +18,12 @@ from refocusd.config.settings import NisSettings
 from refocusd.daemon.ledger import Ledger
 from refocusd.daemon.refocus import DeviceAutofocus
 from refocusd.daemon.runner import Runner, RunnerOptions
+from refocusd.daemon.worker import ReconstructionWorker
+from refocusd.daemon.writer import sidecar_path
 from refocusd.drivers import SystemClock
 from refocusd.drivers.nis import NisExportFolder, open_fingerprints
 from refocusd.models import Verdict
+from refocusd.models.runtime import load_reconstructor
 
 
 class AlwaysDefocused:
@@ -52,7 +57,13 @@ def test_runner_quarantines_bad_exports_and_queues_defocused_frames(tmp_path, wa
         assert runner.run() == 5  # good + 3 pages + NaN (quarantined by the frame checks)
         driver.close()
         rows = {(Path(r["source_uri"]).name, r["source_page"]): r for r in ledger.frames()}
-        jobs = [ledger.claim_job() for _ in range(4)]
+        worker = ReconstructionWorker(
+            ledger=ledger, load_reconstructor=lambda: load_reconstructor("default", device="cpu"),
+            output_root=tmp_path / "out", run_id="r",
+        )
+        while worker.run_once():
+            pass
+        written = {str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.ome.tif")}
     assert rows[("zero.tif", None)]["outcome"] == "quarantined"
     assert rows[("zero.tif", None)]["reason"] == "empty file (0 bytes)"
     assert rows[("nan.tif", None)]["reason"] == "image contains NaN or infinite values"
@@ -60,8 +71,13 @@ def test_runner_quarantines_bad_exports_and_queues_defocused_frames(tmp_path, wa
     assert (good["outcome"], good["reason"], good["position"], good["channel"]) == (
         "reconstruction_queued", "no_stage_control", 1, "c1")
     assert {rows[("stack_xy01.tif", p)]["t"] for p in (0, 1, 2)} == {0, 1, 2}
-    assert all(j is not None and j.reason == "no_stage_control" for j in jobs)
-    assert {j.payload["source_root"] for j in jobs} == {str(watch_dir)}
+    # Reconstructed under the output root, mirroring the export folder; stack pages get a tag.
+    assert written == {"plate A/good_t001xy02c1.reconstructed.ome.tif", "stack_xy01_page00000.reconstructed.ome.tif",
+                       "stack_xy01_page00001.reconstructed.ome.tif", "stack_xy01_page00002.reconstructed.ome.tif"}
+    output = tmp_path / "out" / "plate A" / "good_t001xy02c1.reconstructed.ome.tif"
+    sidecar = sidecar_path(output).read_text()
+    raw_sha = hashlib.sha256((watch_dir / "plate A" / "good_t001xy02c1.tif").read_bytes()).hexdigest()
+    assert "no_stage_control" in sidecar and raw_sha in sidecar
     assert sum(e["event"] == "reacquire.unavailable" for e in logs) == 4
     quarantined = [e for e in logs if e["event"] == "frame.quarantined"]
     assert {e["reason"] for e in quarantined} == {"empty file (0 bytes)", "image contains NaN or infinite values"}
@@ -83,8 +99,9 @@ def test_defocused_frames_alert_the_operator_by_command_and_request_file(tmp_pat
     with Ledger.open(tmp_path / "state" / "ledger.sqlite") as ledger:
         ledger.start_run("r", "e", "{}", {})
         driver = NisExportFolder(
-            NisSettings(watch_dir=watch_dir, settle_s=0.1, exit_when_idle_s=0.8, alert_request_dir=alerts,  # noqa: E501
-                        alert_command=[sys.executable, str(script), str(marker), "{relative_path}", "t={t}", "xy={xy}"]),
+            NisSettings(watch_dir=watch_dir, settle_s=0.1, exit_when_idle_s=0.8, alert_request_dir=alerts,
+                        alert_command=[sys.executable, str(script), str(marker), "{relative_path}", "t={t}",
+                                       "xy={xy}"]),
             fingerprints=open_fingerprints(tmp_path / "state" / "ledger.sqlite"),
             stop=stop,
         )

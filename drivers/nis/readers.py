@@ -202,10 +202,12 @@ def _nd2_frames(path: Path, *, max_frame_bytes: int) -> Iterator[PagePixels]:
     import nd2
 
     with nd2.ND2File(path) as f:
-        frame_bytes = math.prod(f._frame_shape) * f.dtype.itemsize if hasattr(f, "_frame_shape") else 0
+        a = f.attributes
+        # Declared in the header: checked before any frame is read.
+        frame_bytes = a.heightPx * (a.widthPx or 0) * a.componentCount * max(1, a.bitsPerComponentInMemory // 8)
         if frame_bytes > max_frame_bytes:
             raise FrameUnreadable(f"ND2 frame of {frame_bytes:,} bytes is over the {max_frame_bytes:,}-byte limit")
-        count = int(f.attributes.sequenceCount)
+        count = int(a.sequenceCount)
         loops = f.loop_indices if len(f.loop_indices) == count else ()
         channels = int(f.sizes.get("C", 1))
         names = [c.channel.name for c in (f.metadata.channels or [])] if f.metadata else []

@@ -41,6 +41,7 @@ from refocusd.drivers.nis.watcher import FolderWatcher
 log = structlog.get_logger(__name__)
 
 TICK_S = 0.05  # how often candidates are stat'ed: bounds the latency added to settle_s
+RESTART_BACKOFF_S = 1.0  # between attempts to restart the observer while the folder is away
 PREFETCH_DEPTH = 2  # files read ahead of the runner (memory: depth × file size)
 PREFETCH_MAX_BYTES = 64 * 2**20  # larger files (and ND2) are read page by page instead
 
@@ -130,6 +131,7 @@ class NisExportFolder:
         self._last_tick = 0.0
         self._next_rescan = 0.0
         self._next_heartbeat = 0.0
+        self._next_restart = 0.0
         self._last_activity = time.monotonic()
         self.files_processed = 0
         self.files_quarantined = 0
@@ -205,10 +207,9 @@ class NisExportFolder:
         self._after_consumer.clear()
 
     def _start(self) -> None:
-        if not self.root.is_dir():
-            log.error("watcher.unavailable", root=str(self.root), error="folder not found; waiting for it")
         # Observer first, then the scan: a file created in between is seen by one or the other.
-        elif self._watcher.start():
+        # A folder that is not there yet is waited for (the tick retries, logged once).
+        if self.root.is_dir() and self._watcher.start():
             self._rescan()
         self._started = True
         self._next_heartbeat = time.monotonic() + self.settings.heartbeat_s
@@ -216,8 +217,11 @@ class NisExportFolder:
     def _tick(self) -> None:
         now = time.monotonic()
         self._last_tick = now
-        if not self._watcher.alive() and self._watcher.restart():
-            self._rescan()
+        if not self._watcher.alive() and now >= self._next_restart:
+            if self._watcher.restart():
+                self._rescan()
+            else:
+                self._next_restart = now + RESTART_BACKOFF_S
         paths, rescan = self._watcher.events()
         for path in paths:
             self._consider(path)

@@ -61,6 +61,7 @@ class FolderWatcher:
         self._patterns = tuple(p.lower() for p in patterns)
         self._events: queue.SimpleQueue[Path | None] = queue.SimpleQueue()
         self._observer: BaseObserver | None = None
+        self._outage_logged = False
         self.restarts = 0
 
     # -- observer lifecycle --------------------------------------------------------------
@@ -88,12 +89,19 @@ class FolderWatcher:
         return all(emitter.is_alive() for emitter in observer.emitters) and bool(observer.emitters)
 
     def restart(self) -> bool:
-        """Replace a dead observer (logged); the caller rescans afterwards."""
-        log.error("watcher.died", root=str(self.root), observer=self._kind)
-        self.stop()
+        """Replace a dead observer; the caller rescans afterwards and retries with a backoff.
+
+        Logged once per outage (``watcher.died``, ``watcher.unavailable``), not per retry.
+        """
+        if self._observer is not None:
+            log.error("watcher.died", root=str(self.root), observer=self._kind)
+            self.stop()
         if not self.root.is_dir():
-            log.error("watcher.unavailable", root=str(self.root), observer=self._kind, error="folder not reachable")
+            if not self._outage_logged:
+                log.error("watcher.unavailable", root=str(self.root), observer=self._kind, error="folder not reachable")
+                self._outage_logged = True
             return False
+        self._outage_logged = False
         if self.start():
             self.restarts += 1
             log.warning("watcher.restarted", root=str(self.root), observer=self._kind, restarts=self.restarts)

@@ -96,7 +96,8 @@ def test_dead_polling_observer_is_restarted_and_the_folder_rescanned(start_drive
         collector.wait_frames(1, timeout=15)
         collector.wait(lambda: collector.driver.health().up)
     events = [e["event"] for e in logs]
-    assert "watcher.died" in events and "watcher.restarted" in events
+    assert events.count("watcher.died") == 1 and events.count("watcher.restarted") == 1
+    assert events.count("watcher.unavailable") <= 1, "one line per outage, not one per retry"
     beats = [e for e in logs if e["event"] == "watcher.heartbeat"]
     assert beats and beats[-1]["alive"] is True and beats[-1]["restarts"] >= 1
 
@@ -130,3 +131,14 @@ def test_restart_does_not_take_files_again(start_driver, watch_dir):
     second = start_driver()
     time.sleep(1.0)
     assert second.frames == [] and second.bad == []
+
+
+def test_a_folder_that_appears_later_is_waited_for(start_driver, watch_dir):
+    watch_dir.rmdir()
+    with capture_logs() as logs:
+        collector = start_driver()
+        time.sleep(0.5)
+        assert not collector.driver.health().up
+        write_tiff(watch_dir / "late_t001.tif", noise(seed=6))  # the share is mounted
+        collector.wait_frames(1, timeout=10)
+    assert [e["event"] for e in logs].count("watcher.unavailable") == 1

@@ -92,29 +92,18 @@ def build_simulated(settings: Settings, clock: Clock) -> Microscope:
 
 
 def build_nis(settings: Settings, clock: Clock) -> Microscope:
+    from refocusd.config.loader import writes_into_watched_folder
     from refocusd.drivers.nis import NisExportFolder, open_fingerprints
 
     nis = settings.driver.nis
-    inside = _inside_folder(
-        nis.watch_dir,
-        {"service.output_root": settings.service.output_root, "service.state_dir": settings.service.state_dir,
-         "driver.nis.alert_request_dir": nis.alert_request_dir},
-    )
-    if inside:
-        raise DriverError(f"{inside} is inside driver.nis.watch_dir {nis.watch_dir}: refocusd never writes there")
+    conflict = writes_into_watched_folder(settings)  # settings built in code skip the loader
+    if conflict:
+        raise DriverError(conflict)
     return NisExportFolder(
         nis,
         fingerprints=open_fingerprints(settings.service.state_dir / LEDGER_FILE),
         experiment=settings.service.experiment,
     )
-
-
-def _inside_folder(folder: Path, paths: dict[str, Path | None]) -> str | None:
-    root = folder.resolve()
-    for name, path in paths.items():
-        if path is not None and path.resolve().is_relative_to(root):
-            return name
-    return None
 
 
 # One factory per `driver.kind`; each imports its driver lazily (pycromanager, watchdog...).

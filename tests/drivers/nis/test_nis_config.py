@@ -32,5 +32,11 @@ def test_outputs_inside_the_watched_folder_are_refused(tmp_path):
     config = tmp_path / "refocusd.toml"
     config.write_text('[service]\noutput_root = "export/reconstructed"\n'
                       '[driver]\nkind = "nis"\n[driver.nis]\nwatch_dir = "export"\n')
-    with pytest.raises(DriverError, match="service.output_root is inside driver.nis.watch_dir"):
-        build_nis(load_settings(config), SystemClock())
+    with pytest.raises(ConfigError, match="service.output_root: .* is inside driver.nis.watch_dir"):
+        load_settings(config)
+    # Settings built in code (not through the loader) are refused when the driver is built.
+    settings = load_settings(None, overrides={
+        "driver": {"kind": "nis", "nis": {"watch_dir": str(tmp_path / "export")}}}).model_copy()
+    service = settings.service.model_copy(update={"state_dir": tmp_path / "export" / "state"})
+    with pytest.raises(DriverError, match="service.state_dir: .* is inside"):
+        build_nis(settings.model_copy(update={"service": service}), SystemClock())

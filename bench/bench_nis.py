@@ -8,7 +8,10 @@ service runs in-process with the shipped classifier on CPU: native observer, set
 window), drop-to-verdict latency percentiles (drop = the file is complete on disk,
 verdict = the runner's outcome callback), backlog at the end of the drop window.
 
-    python bench/bench_nis.py [--rate 30] [--seconds 30] [--settle 0.5]
+    python bench/bench_nis.py [--rate 30] [--seconds 30] [--settle 0.5] [--driver-only]
+
+``--driver-only`` runs the watcher without the service (no classifier, no ledger rows):
+its own capacity, to tell it apart from the classifier's.
 
 The frames are simulated focused fields (a few renders, copied with one pixel changed so
 each file has its own content hash), so the run measures the hot path (settle → hash →
@@ -26,6 +29,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -47,6 +51,7 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=0.5)
     parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--direct", action="store_true", help="write files in place (no rename)")
+    parser.add_argument("--driver-only", action="store_true", help="the watcher alone, no classifier")
     args = parser.parse_args()
 
     import tifffile
@@ -83,9 +88,24 @@ def main() -> None:
         if outcome.outcome == "accepted":
             Path(uri).unlink(missing_ok=True)
 
-    service = Service(settings, stop=stop, on_outcome=on_outcome)
-    service.start()
-    runner = threading.Thread(target=service.run, daemon=True)
+    if args.driver_only:
+        # The watcher alone (settle → hash → read), no classifier: its own capacity.
+        from refocusd.drivers.nis import NisExportFolder, open_fingerprints
+
+        driver = NisExportFolder(settings.driver.nis, fingerprints=open_fingerprints(work / "state" / "l.sqlite"),
+                                 stop=stop)
+
+        def consume() -> None:
+            for frame in driver.frames():
+                on_outcome(SimpleNamespace(source=frame.source.key, label="(none)", outcome="accepted"))
+            driver.close()
+
+        runner = threading.Thread(target=consume, daemon=True)
+        service = None
+    else:
+        service = Service(settings, stop=stop, on_outcome=on_outcome)
+        service.start()
+        runner = threading.Thread(target=service.run, daemon=True)
     runner.start()
 
     total = int(args.rate * args.seconds)
@@ -119,7 +139,8 @@ def main() -> None:
     drain_s = time.perf_counter() - window_end
     stop.set()
     runner.join(30)
-    service.close()
+    if service is not None:
+        service.close()
 
     lat = sorted(verdicts[p] - dropped[p] for p in verdicts if p in dropped)
     pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]  # noqa: E731
@@ -139,7 +160,7 @@ def main() -> None:
         "target_p95_s": args.settle + 0.5,
         "labels": {str(k): sum(1 for v in labels.values() if v == k) for k in set(labels.values())},
         "cpu_count": os.cpu_count(),
-        "mode": "in place" if args.direct else "rename in",
+        "mode": ("in place" if args.direct else "rename in") + (", driver only" if args.driver_only else ""),
     }
     print(json.dumps(result, indent=2))
     shutil.rmtree(work, ignore_errors=True)

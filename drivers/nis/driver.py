@@ -250,8 +250,12 @@ class NisExportFolder:
 
     def _rescan(self) -> None:
         self._next_rescan = time.monotonic() + self.settings.rescan_interval_s
+        present: set[Path] = set()
         for path in self._watcher.scan():
+            present.add(path)
             self._consider(path)
+        # Forget files no longer there: memory follows the folder, not the daemon's uptime.
+        self._taken = {p: v for p, v in self._taken.items() if p in present}
 
     def _consider(self, path: Path) -> None:
         """Track ``path`` unless it is tracked, or was taken as it is now."""

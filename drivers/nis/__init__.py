@@ -3,8 +3,9 @@
 Nikon NIS-Elements keeps the stage; refocusd watches the folder it exports into
 (:mod:`.watcher`), takes each file once its size and mtime have settled and it parses
 (:mod:`.settle`, :mod:`.readers`), reads the loop indices from the file name
-(:mod:`.names`), remembers what it took in the ledger (:mod:`.fingerprints`) and yields the
-frames (:mod:`.driver`). Defocused frames are reconstructed (no stage control);
+(:mod:`.names`, :mod:`.frames`), hashes and reads ahead of the runner (:mod:`.loading`),
+remembers what it took in the ledger (:mod:`.fingerprints`) and yields the frames
+(:mod:`.driver`). Defocused frames are reconstructed (no stage control);
 :mod:`.alert` can tell the operator.
 """
 

@@ -4,8 +4,9 @@
 :class:`~refocusd.drivers.base.FrameUnreadable` for one bad file and keep going: the runner
 quarantines that file and asks for the next frame. Each tick it supervises the observer,
 drains its events, stats the candidates (:mod:`.settle`), rescans when due and logs a
-heartbeat; ready files are read one frame at a time, so a burst of thousands of files
-holds paths in memory, never pixels.
+heartbeat. Ready files are hashed and read on a prefetch thread, at most
+``PREFETCH_DEPTH`` files ahead of the runner (:mod:`.loading`), so a burst of thousands of
+files holds paths in memory, and the pixels of two files at most.
 
 A file's fingerprint (path, size, mtime, SHA-256) is remembered only once the runner has
 come back for the next frame, i.e. after the file's frames were recorded: a SIGKILL in
@@ -16,7 +17,6 @@ carry the content hash) turn its frames into duplicates: each frame counts once.
 from __future__ import annotations
 
 import os
-import stat
 import threading
 import time
 from collections import deque
@@ -25,16 +25,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import structlog
 
 from refocusd.config.settings import NisSettings
-from refocusd.drivers.base import Capabilities, Coordinates, DriverHealth, Frame, FrameUnreadable, SourceRef
+from refocusd.drivers.base import Capabilities, DriverHealth, Frame, FrameUnreadable, SourceRef
 from refocusd.drivers.nis.alert import OperatorAlert
-from refocusd.drivers.nis.fingerprints import FileFingerprints, sha256_of
-from refocusd.drivers.nis.names import parse_indices
-from refocusd.drivers.nis.readers import FileNotReady, PagePixels, is_nd2, read_nd2, read_tiff
+from refocusd.drivers.nis.fingerprints import FileFingerprints
+from refocusd.drivers.nis.frames import build_frame
+from refocusd.drivers.nis.loading import LoadedFile, load_file
+from refocusd.drivers.nis.readers import FileNotReady, PagePixels
 from refocusd.drivers.nis.settle import SettleTracker
 from refocusd.drivers.nis.watcher import FolderWatcher
 
@@ -43,40 +43,6 @@ log = structlog.get_logger(__name__)
 TICK_S = 0.05  # how often candidates are stat'ed: bounds the latency added to settle_s
 RESTART_BACKOFF_S = 1.0  # between attempts to restart the observer while the folder is away
 PREFETCH_DEPTH = 2  # files read ahead of the runner (memory: depth × file size)
-PREFETCH_MAX_BYTES = 64 * 2**20  # larger files (and ND2) are read page by page instead
-
-LoadAction = Literal["read", "known", "refuse", "vanished", "not_ready", "symlink"]
-
-
-@dataclass(slots=True)
-class _Loaded:
-    """What the prefetch thread found about a ready file."""
-
-    path: Path
-    action: LoadAction
-    reason: str | None = None
-    size: int = -1
-    mtime_ns: int = -1
-    sha256: str | None = None
-    pages: Iterator[PagePixels] | None = None
-
-
-def _read_ahead(pages: Iterator[PagePixels]) -> Iterator[PagePixels]:
-    """Read every page now (on the prefetch thread); replay them, then any error, later."""
-    read: list[PagePixels] = []
-    error: Exception | None = None
-    try:
-        read.extend(pages)
-    except (FrameUnreadable, OSError) as exc:
-        error = exc
-    return _replay(read, error)
-
-
-def _replay(pages: list[PagePixels], error: Exception | None) -> Iterator[PagePixels]:
-    yield from pages
-    if error is not None:
-        raise error
-
 
 @dataclass(slots=True)
 class _OpenFile:
@@ -121,7 +87,7 @@ class NisExportFolder:
         self._ready: deque[Path] = deque()
         # Files are hashed and read one ahead on this thread while the runner classifies.
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nis-read")
-        self._loading: deque[Future[_Loaded]] = deque()
+        self._loading: deque[Future[LoadedFile]] = deque()
         self._bad: deque[tuple[FrameUnreadable, Path, int, int]] = deque()
         self._after_consumer: list[tuple[Path, int, int, str | None, str, str | None]] = []
         self._current: _OpenFile | None = None
@@ -277,46 +243,15 @@ class NisExportFolder:
 
     # -- one file --------------------------------------------------------------------------
 
-    def _load(self, path: Path) -> _Loaded:
-        """The I/O for one ready file (checks, hash, pixels), on the prefetch thread.
-
-        Pure with respect to the driver's state: the consumer thread acts on the result.
-        """
-        try:
-            if path.is_symlink():
-                if not self._inside_root(path):
-                    return _Loaded(path, "refuse", "symlink pointing outside the watched folder (not followed)")
-                return _Loaded(path, "symlink")
-            st = path.stat()
-            if not stat.S_ISREG(st.st_mode):
-                # A FIFO or device named *.tif would block the reader forever.
-                return _Loaded(path, "refuse", "not a regular file")
-            if self._fingerprints.unchanged(path, st.st_size, st.st_mtime_ns) is not None:
-                return _Loaded(path, "known", size=st.st_size, mtime_ns=st.st_mtime_ns)
-            if st.st_size == 0:
-                return _Loaded(path, "not_ready", "empty file (0 bytes)")
-            sha = sha256_of(path)
-        except FileNotFoundError:
-            return _Loaded(path, "vanished")
-        except PermissionError as exc:
-            return _Loaded(path, "refuse", f"permission denied: {exc.strerror}")
-        except OSError as exc:
-            return _Loaded(path, "refuse", f"cannot read: {exc}")
-        if is_nd2(path) or st.st_size > PREFETCH_MAX_BYTES:
-            pages: Iterator[PagePixels] = (read_nd2 if is_nd2(path) else read_tiff)(
-                path, max_frame_bytes=self._max_frame_bytes
-            )
-        else:
-            pages = _read_ahead(read_tiff(path, max_frame_bytes=self._max_frame_bytes))
-        return _Loaded(path, "read", size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha, pages=pages)
-
     def _prefetch(self) -> None:
         """Keep the prefetch thread busy with the next ready files (bounded: PREFETCH_DEPTH)."""
         while self._ready and len(self._loading) < PREFETCH_DEPTH:
             path = self._ready.popleft()
-            self._loading.append(self._reader.submit(self._load, path))
+            self._loading.append(self._reader.submit(
+                load_file, path, root=self.root, fingerprints=self._fingerprints, max_frame_bytes=self._max_frame_bytes
+            ))
 
-    def _open(self, loaded: _Loaded) -> None:
+    def _open(self, loaded: LoadedFile) -> None:
         """Act on a loaded file: skip it, quarantine it, or start yielding its frames."""
         self._last_activity = time.monotonic()
         path = loaded.path
@@ -392,7 +327,10 @@ class NisExportFolder:
             self._quarantine_file(current.path, f"cannot read: {exc}", sha=current.sha256, first_page=current.yielded)
             return None
         current.yielded += 1
-        self._last_frame = self._frame(current, page)
+        self._last_frame = build_frame(
+            current.path, page, root=self.root, mtime_ns=current.mtime_ns, sha256=current.sha256,
+            experiment=self._experiment,
+        )
         return self._last_frame
 
     def _finish_current(self) -> None:
@@ -417,44 +355,6 @@ class NisExportFolder:
         self.files_processed += 1
         log.info("nis.file.taken", path=str(current.path), frames=current.yielded, sha256=current.sha256)
 
-    def _frame(self, current: _OpenFile, page: PagePixels) -> Frame:
-        idx = parse_indices(current.path.name)
-        multi = int(page.metadata.get("pages", page.metadata.get("frames", 1)) or 1) > 1
-        loop = page.loop
-        # A multi-page TIFF is a time stack of one position: its page is the time index.
-        t = loop.get("T", page.index if multi and not is_nd2(current.path) else (idx.t or 1) - 1)
-        if idx.t is not None and multi and not is_nd2(current.path):
-            t = (idx.t - 1) + page.index
-        coords = Coordinates(
-            plate="",
-            well="",
-            position=int(loop.get("P", (idx.xy or 1) - 1)),
-            t=int(t),
-            z_index=int(loop.get("Z", (idx.z or 1) - 1)),
-            channel=page.channel or ("" if idx.c is None else f"c{idx.c}"),
-        )
-        # The file's mtime: NIS stamps no absolute time per page (ND2 times are relative).
-        acquired_at = current.mtime_ns / 1e9
-        metadata = {
-            **page.metadata,
-            "relative_path": str(current.path.relative_to(self.root)),
-            "sha256": current.sha256,
-            "name_indices": {"t": idx.t, "xy": idx.xy, "z": idx.z, "c": idx.c},
-        }
-        if page.relative_time_s is not None:
-            metadata["relative_time_s"] = page.relative_time_s
-        if page.stage_um is not None:
-            metadata["stage_um"] = list(page.stage_um)
-        return Frame(
-            pixels=page.pixels,
-            coords=coords,
-            source=SourceRef(uri=str(current.path), page=page.index if multi else None, version=current.sha256[:16]),
-            acquired_at=acquired_at,
-            z_um=None if page.stage_um is None else page.stage_um[2],
-            experiment=self._experiment,
-            metadata=metadata,
-        )
-
     # -- bad files -------------------------------------------------------------------------
 
     def _quarantine_file(self, path: Path, reason: str, *, sha: str | None = None, first_page: int = 0) -> None:
@@ -477,11 +377,6 @@ class NisExportFolder:
     def _mark_taken(self, path: Path, size: int, mtime_ns: int) -> None:
         self._settle.forget(path)
         self._taken[path] = (size, mtime_ns)
-
-    def _inside_root(self, path: Path) -> bool:
-        target = os.path.realpath(path)
-        root = os.path.realpath(self.root)
-        return os.path.commonpath([target, root]) == root
 
 
 class _FrameStream:

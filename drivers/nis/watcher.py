@@ -75,9 +75,13 @@ class FolderWatcher:
             observer.schedule(_Collect(self._events), str(self.root), recursive=True)
             observer.start()
         except OSError as exc:
-            log.error("watcher.unavailable", root=str(self.root), observer=self._kind, error=str(exc))
+            # e.g. the inotify watch limit: the periodic rescans still find every file.
+            if not self._outage_logged:
+                log.error("watcher.unavailable", root=str(self.root), observer=self._kind, error=str(exc))
+                self._outage_logged = True
             return False
         self._observer = observer
+        self._outage_logged = False
         log.info("watcher.started", root=str(self.root), observer=self._kind)
         return True
 
@@ -101,7 +105,6 @@ class FolderWatcher:
                 log.error("watcher.unavailable", root=str(self.root), observer=self._kind, error="folder not reachable")
                 self._outage_logged = True
             return False
-        self._outage_logged = False
         if self.start():
             self.restarts += 1
             log.warning("watcher.restarted", root=str(self.root), observer=self._kind, restarts=self.restarts)

@@ -3,6 +3,7 @@ folders, real TIFF files written by tifffile, the driver's table in a real SQLit
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -43,6 +44,7 @@ class Collector:
     bad: list[FrameUnreadable] = field(default_factory=list)
     taken_at: dict[str, float] = field(default_factory=dict)
     on_frame: Callable[[Frame], None] | None = None
+    keep_pixels: bool = True
 
     def __post_init__(self) -> None:
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -59,7 +61,7 @@ class Collector:
                 self.bad.append(exc)
                 continue
             self.taken_at[frame.source.key] = time.monotonic()
-            self.frames.append(frame)
+            self.frames.append(frame if self.keep_pixels else dataclasses.replace(frame, pixels=None))
             if self.on_frame is not None:
                 self.on_frame(frame)
 
@@ -98,14 +100,14 @@ def start_driver(tmp_path, watch_dir):
     """``start_driver(**NisSettings overrides)`` → a Collector already iterating; stopped after."""
     started: list[tuple[NisExportFolder, threading.Event, Collector]] = []
 
-    def start(**overrides) -> Collector:
+    def start(keep_pixels: bool = True, **overrides) -> Collector:
         values = {"watch_dir": watch_dir, "settle_s": 0.2, "give_up_s": 1.0, "rescan_interval_s": 30.0}
         values.update(overrides)
         stop = threading.Event()
         driver = NisExportFolder(
             NisSettings(**values), fingerprints=FileFingerprints(tmp_path / "state" / "ledger.sqlite"), stop=stop
         )
-        collector = Collector(driver)
+        collector = Collector(driver, keep_pixels=keep_pixels)
         started.append((driver, stop, collector))
         return collector
 

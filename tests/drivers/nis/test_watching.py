@@ -7,6 +7,7 @@ import hashlib
 import os
 import shutil
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -59,14 +60,18 @@ def test_file_written_slowly_in_chunks_is_not_read_before_complete(start_driver,
     assert not collector.bad
 
 
-def test_burst_of_1000_files_each_taken_once(start_driver, watch_dir):
-    collector = start_driver(settle_s=0.2)
+def test_burst_of_1000_files_each_taken_once_in_bounded_memory(start_driver, watch_dir):
+    collector = start_driver(settle_s=0.2, keep_pixels=False)
     began = time.monotonic()
-    pixels = noise(seed=9)
+    pixels = noise((256, 256), seed=9)  # 128 kB per file, 128 MB through the driver in all
+    tracemalloc.start()
     for i in range(1000):
         pixels[0, 0] = i  # distinct content per file
         write_tiff(watch_dir / f"burst_t{i + 1:04d}xy01c1.tif", pixels)
     collector.wait_frames(1000, timeout=60)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 24 * 2**20, f"peak {peak / 2**20:.1f} MB: pixels are held for a few files, not the burst"
     time.sleep(0.5)
     keys = [f.source.key for f in collector.frames]
     assert len(keys) == 1000 == len(set(keys)) and not collector.bad

@@ -264,7 +264,7 @@ class NisExportFolder:
             self._settle.not_ready(path, loaded.reason or "not ready")
         elif loaded.action == "symlink":
             flog.info("nis.file.symlink_skipped", target=os.path.realpath(path))
-            self._settle.forget(path)
+            self._mark_taken(path, loaded.size, loaded.mtime_ns)  # not again at every rescan
         elif loaded.action == "known":
             flog.debug("nis.file.already_taken")
             self._mark_taken(path, loaded.size, loaded.mtime_ns)

@@ -49,7 +49,8 @@ def load_file(path: Path, *, root: Path, fingerprints: FileFingerprints, max_fra
         if path.is_symlink():
             if not inside(path, root):
                 return LoadedFile(path, "refuse", "symlink pointing outside the watched folder (not followed)")
-            return LoadedFile(path, "symlink")  # its target, inside the folder, is taken on its own
+            link = os.lstat(path)  # its target, inside the folder, is taken on its own
+            return LoadedFile(path, "symlink", size=link.st_size, mtime_ns=link.st_mtime_ns)
         st = path.stat()
         if not stat.S_ISREG(st.st_mode):
             # A FIFO or device named *.tif would block the reader forever.

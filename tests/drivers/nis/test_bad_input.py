@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tifffile
 from conftest import noise, write_tiff
+from structlog.testing import capture_logs
 from test_readers import _declare_size
 
 
@@ -97,3 +98,17 @@ def test_permission_denied_is_refused(watch_dir, tmp_path):
     seen = json.loads(result.stdout.strip().splitlines()[-1])
     assert seen["bad"] == {"locked.tif": "permission denied: Permission denied"}
     assert seen["good"] == ["open.tif"]
+
+
+def test_symlink_inside_the_folder_is_not_read_twice(start_driver, watch_dir):
+    write_tiff(watch_dir / "real_t001.tif", noise(seed=11))
+    (watch_dir / "alias_t001.tif").symlink_to(watch_dir / "real_t001.tif")
+    with capture_logs() as logs:
+        collector = start_driver()
+        collector.wait_frames(1)
+        time.sleep(0.4)
+        collector.driver._rescan()
+        time.sleep(0.6)
+    assert [f.source.uri for f in collector.frames] == [str(watch_dir / "real_t001.tif")]
+    assert collector.bad == []
+    assert [e["event"] for e in logs].count("nis.file.symlink_skipped") == 1, "not again at every rescan"

@@ -105,7 +105,27 @@ def load_settings(path: Path | None = None, *, overrides: dict[str, Any] | None 
         raise ConfigError(source, _describe(exc)) from None
     if path is not None:
         settings = _resolve_paths(settings, Path(path).resolve().parent)
+    conflict = writes_into_watched_folder(settings)
+    if conflict:
+        raise ConfigError(source, [conflict])
     return settings
+
+
+def writes_into_watched_folder(settings: Settings) -> str | None:
+    """A folder refocusd writes to that lies inside the NIS export folder it only reads."""
+    if settings.driver.kind != "nis":
+        return None
+    nis = settings.driver.nis
+    root = nis.watch_dir.resolve()
+    written = {
+        "service.output_root": settings.service.output_root,
+        "service.state_dir": settings.service.state_dir,
+        "driver.nis.alert_request_dir": nis.alert_request_dir,
+    }
+    for key, folder in written.items():
+        if folder is not None and folder.resolve().is_relative_to(root):
+            return f"{key}: {folder} is inside driver.nis.watch_dir {nis.watch_dir}; refocusd never writes there"
+    return None
 
 
 def _unknown_environment_sections() -> list[str]:
@@ -157,5 +177,11 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
     simulated = settings.driver.simulated.model_copy(
         update={"data_dir": resolved(settings.driver.simulated.data_dir)}
     )
-    driver = settings.driver.model_copy(update={"simulated": simulated})
+    nis = settings.driver.nis.model_copy(
+        update={
+            "watch_dir": resolved(settings.driver.nis.watch_dir),
+            "alert_request_dir": resolved(settings.driver.nis.alert_request_dir),
+        }
+    )
+    driver = settings.driver.model_copy(update={"simulated": simulated, "nis": nis})
     return settings.model_copy(update={"service": service, "logging": logging, "driver": driver})

@@ -68,14 +68,38 @@ class SimulatedMicroscopeSettings(Section):
     realtime: bool = Field(False, description="Wait in real time; false runs on a virtual clock.")
 
 
+class NisSettings(Section):
+    """A folder Nikon NIS-Elements exports into (TIFF, ND2); no stage control."""
+
+    watch_dir: Path = Field(Path("nis-export"), description="Export folder (watched recursively, never written).")
+    observer: Literal["native", "polling"] = Field(
+        "native", description="'polling' for SMB/NFS shares, where native (inotify...) events never fire."
+    )
+    poll_interval_s: float = Field(1.0, gt=0, le=60, description="Polling observer's interval.")
+    settle_s: float = Field(2.0, ge=0, le=600, description="Size and mtime unchanged this long: file complete.")
+    give_up_s: float = Field(60.0, gt=0, description="A stable file that still does not parse is quarantined then.")
+    rescan_interval_s: float = Field(30.0, gt=0, description="Full rescan: a missed event never means a missed file.")
+    heartbeat_s: float = Field(60.0, gt=0, description="Interval of the watcher.heartbeat log line.")
+    patterns: list[str] = Field(
+        ["*.tif", "*.tiff", "*.nd2"], min_length=1, description="File names taken (case-insensitive)."
+    )
+    max_frame_mb: float = Field(1024.0, gt=0, description="Frames declaring more are refused, never allocated.")
+    exit_when_idle_s: float | None = Field(None, gt=0, description="Stop after this long idle (batch use).")
+    alert_command: list[str] | None = Field(
+        None, description="Run for each defocused frame; {path} {t} {xy} {z} {c} {p_focused} are filled in."
+    )
+    alert_request_dir: Path | None = Field(None, description="Write one JSON request file per defocused frame here.")
+
+
 class DriverSettings(Section):
-    kind: Literal["simulated"] = "simulated"
+    kind: Literal["simulated", "nis"] = "simulated"
     simulated: SimulatedMicroscopeSettings = SimulatedMicroscopeSettings()
+    nis: NisSettings = NisSettings()
 
     @property
     def source_root(self) -> Path | None:
         """The folder the active driver's raw frames live under; reconstructions mirror it."""
-        roots: dict[str, Path | None] = {"simulated": self.simulated.data_dir}
+        roots: dict[str, Path | None] = {"simulated": self.simulated.data_dir, "nis": self.nis.watch_dir}
         return roots[self.kind]
 
 

@@ -20,7 +20,7 @@ from refocusd.daemon.spool import write_atomically
 from refocusd.daemon.ledger import DuplicateSource, FrameRecord, Ledger
 from refocusd.daemon.policy import Action, Decision, Reason, decide
 from refocusd.daemon.refocus import RefocusFailed, RefocusStrategy
-from refocusd.drivers import Clock, Coordinates, DriverError, Frame, Microscope, StageControl
+from refocusd.drivers import Clock, Coordinates, DriverError, Frame, FrameUnreadable, Microscope, StageControl
 from refocusd.models import FocusClassifier, Verdict
 from refocusd.models.preprocessing import PixelFormatError
 
@@ -95,8 +95,20 @@ class Runner:
         """Process frames until the driver's plan ends or a stop is requested."""
         processed = 0
         frames = self._driver.frames()
+        iterator = iter(frames)
         try:
-            for frame in frames:
+            while True:
+                try:
+                    frame = next(iterator)
+                except StopIteration:
+                    break
+                except FrameUnreadable as exc:
+                    # Iterator drivers (a watched folder) raise this for one bad file and
+                    # go on; a generator ends with it, and the next call stops the loop.
+                    self._quarantine_unreadable(exc)
+                    if self._stop.is_set():
+                        break
+                    continue
                 outcome = self.process(frame)
                 if outcome is not None:
                     processed += 1
@@ -150,6 +162,8 @@ class Runner:
             flog.info("frame.accepted", decided_ms=decided_ms)
             return self._outcome(frame, verdict, "accepted", None, 0, decided_ms)
         if decision.action is Action.RECONSTRUCT:
+            if decision.reason is Reason.NO_STAGE_CONTROL:
+                flog.info("reacquire.unavailable", reason=decision.reason.value)
             self._queue(frame, verdict, decision.reason, flog, decided_ms=decided_ms)
             return self._outcome(frame, verdict, "reconstruction_queued", decision.reason, 0, decided_ms)
 
@@ -160,6 +174,19 @@ class Runner:
         )
         outcome, reason, attempts = self._save_by_reacquisition(frame, frame_id, verdict, flog)
         return self._outcome(frame, verdict, outcome, reason, attempts, decided_ms)
+
+    def _quarantine_unreadable(self, exc: FrameUnreadable) -> None:
+        source = exc.source
+        if source is None:
+            log.error("frame.unreadable", run_id=self._options.run_id, reason=exc.reason)
+            return
+        if self._ledger.has_source(source.key):
+            log.info("frame.duplicate", source=source.key)
+            return
+        self._ledger.record_quarantine(
+            run_id=self._options.run_id, source=source, reason=exc.reason, experiment=self._options.experiment
+        )
+        log.warning("frame.quarantined", run_id=self._options.run_id, source=source.key, reason=exc.reason)
 
     # -- re-focus and re-acquire ------------------------------------------------------
 

@@ -30,7 +30,7 @@ from refocusd.daemon.refocus import build_strategy
 from refocusd.daemon.runner import FrameOutcome, Runner, RunnerOptions
 from refocusd.daemon.supervision import Supervisor
 from refocusd.daemon.worker import ReconstructionWorker
-from refocusd.drivers import Clock, Microscope, SimulatedClock, SystemClock
+from refocusd.drivers import Clock, DriverError, Microscope, OutcomeAware, SimulatedClock, StopAware, SystemClock
 from refocusd.models import FrameReconstructor
 from refocusd.models.store import check_model
 
@@ -93,9 +93,25 @@ def build_simulated(settings: Settings, clock: Clock) -> Microscope:
     )
 
 
+def build_nis(settings: Settings, clock: Clock) -> Microscope:
+    from refocusd.config.loader import writes_into_watched_folder
+    from refocusd.drivers.nis import NisExportFolder, open_fingerprints
+
+    nis = settings.driver.nis
+    conflict = writes_into_watched_folder(settings)  # settings built in code skip the loader
+    if conflict:
+        raise DriverError(conflict)
+    return NisExportFolder(
+        nis,
+        fingerprints=open_fingerprints(settings.service.state_dir / LEDGER_FILE),
+        experiment=settings.service.experiment,
+    )
+
+
 # One factory per `driver.kind`; each imports its driver lazily (pycromanager, watchdog...).
 DRIVER_FACTORIES: dict[str, Callable[[Settings, Clock], Microscope]] = {
     "simulated": build_simulated,
+    "nis": build_nis,
 }
 
 
@@ -160,6 +176,11 @@ class Service:
         self._recover()
         self.ledger.start_run(self.run_id, s.service.experiment, s.model_dump_json(), _software())
         self._driver = self._driver_factory(s, self.clock)
+        if isinstance(self._driver, StopAware):
+            self._driver.bind_stop(self.stop)
+        on_outcome = self._outcome
+        if isinstance(self._driver, OutcomeAware):
+            on_outcome = _tell_driver(self._driver, self._outcome)
         load_reconstructor, threads = self._reconstruction_backend()
         self.worker = ReconstructionWorker(
             ledger=self.ledger,
@@ -184,7 +205,7 @@ class Service:
                 spool_dir=s.service.state_dir / "spool",
             ),
             stop=self.stop,
-            on_outcome=self._outcome,
+            on_outcome=on_outcome,
         )
         self.worker.start()
         self.startup_s = time.perf_counter() - began
@@ -286,6 +307,17 @@ class Service:
         )
         if requeued or interrupted:
             log.warning("daemon.recovered", jobs_requeued=requeued, refocus_interrupted=interrupted)
+
+
+def _tell_driver(
+    driver: OutcomeAware, then: Callable[[FrameOutcome], None] | None
+) -> Callable[[FrameOutcome], None]:
+    def on_outcome(outcome: FrameOutcome) -> None:
+        driver.observe_outcome(outcome.source, outcome.label, outcome.outcome)
+        if then is not None:
+            then(outcome)
+
+    return on_outcome
 
 
 def _as_str(path: Path | None) -> str | None:

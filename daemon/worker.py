@@ -31,11 +31,26 @@ class SourceUnavailable(RuntimeError):
 
 
 def read_source(uri: str, page: int | None) -> np.ndarray:
+    if uri.lower().endswith(".nd2"):
+        return _read_nd2_frame(uri, page or 0)
     try:
         with tifffile.TiffFile(uri) as tif:
             return tif.pages[page or 0].asarray()
     except (OSError, ValueError, IndexError, tifffile.TiffFileError) as exc:
         raise SourceUnavailable(f"cannot read raw frame {uri} (page {page or 0}): {exc}") from exc
+
+
+def _read_nd2_frame(uri: str, index: int) -> np.ndarray:
+    import nd2
+
+    # ``index`` is the plane: sequence index × channels + channel (see drivers/nis/readers.py).
+    try:
+        with nd2.ND2File(uri) as f:
+            channels = 1 if f.is_rgb else int(f.sizes.get("C", 1))
+            frame = f.read_frame(index // channels)
+    except Exception as exc:  # noqa: BLE001 - the nd2 reader raises many types on bad files
+        raise SourceUnavailable(f"cannot read raw frame {uri} (plane {index}): {exc}") from exc
+    return frame if channels == 1 else frame[index % channels]
 
 
 class ReconstructionWorker:

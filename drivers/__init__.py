@@ -13,8 +13,10 @@ from refocusd.drivers.base import (
     FrameUnreadable,
     HealthReporting,
     Microscope,
+    OutcomeAware,
     SourceRef,
     StageControl,
+    StopAware,
 )
 from refocusd.drivers.clock import Clock, SimulatedClock, SystemClock
 
@@ -28,8 +30,10 @@ __all__ = [
     "FrameUnreadable",
     "HealthReporting",
     "Microscope",
+    "OutcomeAware",
     "SimulatedClock",
     "SourceRef",
     "StageControl",
+    "StopAware",
     "SystemClock",
 ]

@@ -6,6 +6,7 @@ A driver yields :class:`Frame` objects; if it can drive the hardware it also imp
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -53,17 +54,23 @@ class Coordinates:
 
 @dataclass(frozen=True, slots=True)
 class SourceRef:
-    """Where the pixels came from: a file (+ page/offset) or a driver-specific URI."""
+    """Where the pixels came from: a file (+ page/offset) or a driver-specific URI.
+
+    ``version`` tells apart different contents at one URI (a watched file replaced with new
+    data is a new source; the NIS driver uses the content hash).
+    """
 
     uri: str
     page: int | None = None
     offset: int | None = None
+    version: str | None = None
 
     @property
     def key(self) -> str:
         """Identity used by the ledger to refuse processing the same source twice."""
         suffix = "" if self.page is None else f"#page={self.page}"
-        return f"{self.uri}{suffix}"
+        version = "" if self.version is None else f"@{self.version}"
+        return f"{self.uri}{suffix}{version}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,3 +157,19 @@ class HealthReporting(Protocol):
     """Optional: drivers that can tell they are down (status, metrics and logs read this)."""
 
     def health(self) -> DriverHealth: ...
+
+
+@runtime_checkable
+class StopAware(Protocol):
+    """Optional: drivers whose ``frames()`` waits for data (a watched folder) are handed the
+    service's stop event, so a SIGTERM ends their wait at once."""
+
+    def bind_stop(self, stop: threading.Event) -> None: ...
+
+
+@runtime_checkable
+class OutcomeAware(Protocol):
+    """Optional: drivers told what became of each frame they yielded (the NIS driver alerts
+    the operator about defocused frames it cannot re-acquire)."""
+
+    def observe_outcome(self, source_key: str, label: str | None, outcome: str) -> None: ...

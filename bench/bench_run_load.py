@@ -95,8 +95,10 @@ def main() -> None:
     wall = time.perf_counter() - started
     summary = json.loads(proc.stdout.read().strip().splitlines()[-1])
     with sqlite3.connect(db) as conn:
-        decided = np.array([r[0] for r in conn.execute("SELECT decided_ms FROM frames WHERE decided_ms IS NOT NULL")])
-        classify = np.array([r[0] for r in conn.execute("SELECT classify_ms FROM frames WHERE classify_ms IS NOT NULL")])
+        decided, classify = (
+            np.array([r[0] for r in conn.execute(f"SELECT {c} FROM frames WHERE {c} IS NOT NULL")])
+            for c in ("decided_ms", "classify_ms")
+        )
 
     print(f"refocusd run: exit {proc.returncode}, {summary['frames']} frames "
           f"({summary['reacquired']} re-acquired, {summary['reconstructed']} reconstructed, "
@@ -105,6 +107,10 @@ def main() -> None:
     for name, values in (("decision (frame in -> action)", decided), ("classification", classify)):
         p50, p95, p99 = np.percentile(values, [50, 95, 99])
         print(f"{name} latency p50/p95/p99: {p50:.1f} / {p95:.1f} / {p99:.1f} ms (n={values.size})")
+    marks = {}
+    for _, done, rss in samples:  # the first sample past each 1,000 frames
+        marks.setdefault(done // 1000 * 1000, (done, rss))
+    print("resident memory by frames done: " + ", ".join(f"{d}: {r:.0f} MB" for d, r in sorted(marks.values())))
     after_warmup = [s for s in samples if s[1] >= 1000]
     if after_warmup:
         first, last = after_warmup[0], after_warmup[-1]

@@ -85,6 +85,10 @@ def _reconstruct_on_worker(pixels: np.ndarray) -> tuple[np.ndarray, str, str, st
     return model.reconstruct(pixels), model.model_id, worker.address, model.device.describe()
 
 
+def _cluster_threads(client: Client) -> int:
+    return sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values())
+
+
 def model_files(spec: str | Path) -> tuple[dict[str, bytes], Any]:
     """The model folder's card and weights as bytes (verified here first), and its card."""
     folder = store.resolve(spec, "reconstructor")
@@ -132,9 +136,8 @@ class DaskReconstructor:
             raise BackendUnavailable(
                 f"the Dask workers at {address} could not load {card.model_id}: {type(exc).__name__}: {exc}"
             ) from exc
-        workers = client.scheduler_info()["workers"]
-        log.info("dask.connected", scheduler=address, workers=len(workers),
-                 threads=sum(w.get("nthreads", 1) for w in workers.values()), model=card.model_id)
+        log.info("dask.connected", scheduler=address, workers=len(client.scheduler_info()["workers"]),
+                 threads=_cluster_threads(client), model=card.model_id)
         return cls(client, card, device=device, overlap=tiling.DEFAULT_OVERLAP)
 
     @property
@@ -148,8 +151,7 @@ class DaskReconstructor:
     @property
     def threads(self) -> int:
         """Worker threads the cluster has now (how many frames it runs at once)."""
-        workers = self._client.scheduler_info()["workers"]
-        return max(1, sum(w.get("nthreads", 1) for w in workers.values()))
+        return max(1, _cluster_threads(self._client))
 
     def parameters_for(self, height: int, width: int) -> dict[str, object]:
         return {"tile": "chosen by the worker (refocusd.models.tiling.choose_tile)", "overlap": self.overlap}

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 import tifffile
-from bad_inputs import CONFIG_CASES, GOOD, IMAGE_CASES, write_config, write_images
+from bad_inputs import CONFIG_CASES, GOOD, write_config, write_images
 from daemon_process import REFOCUSD
 
 # The reason each image kind must give (a fragment of the message).

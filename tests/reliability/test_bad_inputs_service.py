@@ -40,7 +40,8 @@ file = "logs/refocusd.jsonl"
         tifffile.imwrite(export / "before_t01.tif", GOOD)
         # The watcher takes the NIS export formats (*.tif, *.tiff, *.nd2); PNG/JPEG are ignored.
         bad = {k: p for k, p in write_images(export / "bad").items() if p.suffix in (".tif", ".nd2")}
-        tifffile.imwrite(export / "after_t02.tif", GOOD[::-1].copy())  # other pixels: an identical copy counts as a move
+        # Other pixels: an identical copy would count as a move of the first file.
+        tifffile.imwrite(export / "after_t02.tif", GOOD[::-1].copy())
         hashes = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in export.rglob("*") if p.is_file()}
 
         def all_seen() -> bool:

@@ -78,9 +78,8 @@ def test_truncated_model_refuses_to_start(tmp_path):
         weights = model / "model.keras"
         weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     config = write_config(tmp_path, extra="")
-    text = config.read_text().replace(
-        'device = "cpu"', f'device = "cpu"\nclassifier = "{tmp_path / "classifier"}"\nreconstructor = "{tmp_path / "reconstructor"}"'
-    )
+    models = f'classifier = "{tmp_path / "classifier"}"\nreconstructor = "{tmp_path / "reconstructor"}"'
+    text = config.read_text().replace('device = "cpu"', f'device = "cpu"\n{models}')
     config.write_text(text)
     refused = run(config)
     assert refused.returncode == 2, refused.stderr[-2000:]

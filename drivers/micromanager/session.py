@@ -84,6 +84,10 @@ class CoreSession:
                     self._sleep(delays[attempt])
         raise MicroManagerUnavailable(self._unreachable_message(last))
 
+    def wrap(self, wrapper: Callable[[Any], Any]) -> None:
+        """Replace the core handle by ``wrapper(core)`` (instrumentation, fault injection)."""
+        self._core = wrapper(self.core)
+
     def reconnect(self) -> Any:
         log.warning("driver.reconnecting", backend=self.settings.backend)
         self._core = None

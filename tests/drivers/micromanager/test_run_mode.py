@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import tifffile
+from structlog.testing import capture_logs
+
 from refocusd.daemon.ledger import Ledger
+from refocusd.daemon.provenance import sha256_file
 from refocusd.daemon.service import LEDGER_FILE, Service
+from refocusd.daemon.writer import sidecar_path
+from refocusd.drivers.micromanager import CoreSession
+from refocusd.drivers.micromanager.run_driver import MicroManagerRunDriver
 
 TOLERANCE_UM = 1.5  # as calibrated in conftest
 
@@ -45,3 +55,93 @@ def test_plate_scan_detects_exactly_the_offset_fields_and_reacquires_them(mm_set
         assert retry["retry"] == 1 and retry["well"] == parent["well"]
         assert abs(retry["z_um"]) <= TOLERANCE_UM, retry  # re-focused to Z = 0 within tolerance
         assert "retry=1" in retry["source_uri"] and retry["source_uri"] != parent["source_uri"]
+
+
+def test_timelapse_point_that_cannot_be_saved_in_time_is_reconstructed_with_provenance(mm_settings, plan_for):
+    settings = mm_settings(plan_for({1: 6.0}, n=3, loops=2, interval_s=1.0), timelapse={"max_delay_s": 0.05})
+    summary = run_service(settings)
+
+    frames = ledger_frames(settings)
+    assert summary.frames == 6
+    with Ledger.open(settings.service.state_dir / LEDGER_FILE) as ledger:
+        jobs = [j for j in (ledger.job(i) for i in range(1, 10)) if j is not None]
+    defocused = [f for f in frames if f["parent_id"] is None and f["label"] == "defocused"]
+    assert sorted((f["position"], f["t"]) for f in defocused) == [(1, 0), (1, 1)]
+    assert all(f["outcome"] == "reconstructed" for f in defocused), defocused
+    assert {j["reason"] for j in jobs} == {"missed_timepoint"} and len(jobs) == 2
+    for job in jobs:
+        out = Path(job["output_path"])
+        assert out.is_file() and out.is_relative_to(settings.service.output_root)
+        provenance = json.loads(sidecar_path(out).read_text())
+        assert provenance["reason"] == "missed_timepoint"
+        assert provenance["classifier"]["label"] == "defocused"
+        source = Path(provenance["source"]["path"])  # the spooled copy of the in-memory frame
+        assert provenance["source"]["sha256"] == sha256_file(source)
+        assert tifffile.imread(out).shape == (256, 256)
+    focused = [f for f in frames if f["label"] == "focused"]
+    assert len(focused) == 4 and all(f["outcome"] == "accepted" for f in focused)
+
+
+class FlakyCore:
+    """The real core, except that the next ``failures[name]`` calls of a method raise the
+    RuntimeError that pymmcore raises for a CMMError (fault injection; the device itself
+    cannot be made to fail on demand)."""
+
+    def __init__(self, core, failures: dict[str, int]) -> None:
+        self._core = core
+        self._failures = dict(failures)
+        self.raised = 0
+
+    def __getattr__(self, name):
+        attr = getattr(self._core, name)
+        if name not in self._failures:
+            return attr
+
+        def flaky(*args, **kwargs):
+            if self._failures[name] > 0:
+                self._failures[name] -= 1
+                self.raised += 1
+                raise RuntimeError(f"injected core error in {name}")
+            return attr(*args, **kwargs)
+
+        return flaky
+
+
+def flaky_factory(failures: dict[str, int], holder: list):
+    def build(settings, clock):
+        session = CoreSession(settings.driver.micromanager)
+        session.connect()
+        session.wrap(lambda core: FlakyCore(core, failures))
+        holder.append(session.core)
+        return MicroManagerRunDriver(settings.driver.micromanager, settings.timelapse, clock=clock,
+                                     experiment="mm", plate="beads", session=session)
+
+    return build
+
+
+def test_transient_stage_errors_during_refocus_are_retried_and_logged(mm_settings, plan_for):
+    settings = mm_settings(plan_for({2: 5.0}, n=4))
+    cores: list = []
+    with capture_logs() as logs:
+        summary = run_service(settings, driver_factory=flaky_factory({"set_position": 2}, cores))
+    assert summary.frames == 4 and summary.reacquired == 1
+    assert cores[0].raised == 2
+    errors = [e for e in logs if e["event"] == "driver.error"]
+    assert [e["during"] for e in errors] == ["stage move", "stage move"]
+
+
+def test_persistent_stage_errors_fall_back_to_reconstruction_and_the_scan_completes(mm_settings, plan_for):
+    settings = mm_settings(plan_for({2: 5.0}, n=4))
+    cores: list = []
+    with capture_logs() as logs:
+        summary = run_service(settings, driver_factory=flaky_factory({"set_position": 10**6}, cores))
+    assert summary.frames == 4 and summary.reacquired == 0 and summary.reconstructed == 1
+    frames = ledger_frames(settings)
+    (failed,) = [f for f in frames if f["label"] == "defocused"]
+    assert failed["position"] == 2 and failed["outcome"] == "reconstructed"
+    with Ledger.open(settings.service.state_dir / LEDGER_FILE) as ledger:
+        assert ledger.job(1)["reason"] == "refocus_failed" and ledger.job(2) is None
+    assert [f["outcome"] for f in frames if f["label"] == "focused"] == ["accepted"] * 3
+    refocus_failures = [e for e in logs if e["event"] == "refocus.failed"]
+    assert len(refocus_failures) == settings.refocus.max_retries
+    assert any(e["event"] == "driver.error" and e["during"] == "stage move" for e in logs)

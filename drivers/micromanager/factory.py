@@ -16,6 +16,8 @@ def build(settings: Settings, clock: Clock) -> Microscope:
         return NDTiffFollower(mm, clock=clock, experiment=settings.service.experiment, plate=settings.plate.name)
     from refocusd.drivers.micromanager.run_driver import MicroManagerRunDriver
 
-    return MicroManagerRunDriver(
+    driver = MicroManagerRunDriver(
         mm, settings.timelapse, clock=clock, experiment=settings.service.experiment, plate=settings.plate.name
     )
+    driver.session.connect()  # at start: an unreachable Micro-Manager is a clear error now, not mid-plan
+    return driver

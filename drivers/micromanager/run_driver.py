@@ -248,6 +248,7 @@ class MicroManagerRunDriver:
         if old is not None:
             try:
                 old.abort()
+                old.mark_finished()  # the Python backend's event thread only ends on this
             except Exception as exc:  # noqa: BLE001
                 log.warning("driver.abort_failed", error=repr(exc))
             _join_quietly(old, FINISH_TIMEOUT_S)

@@ -37,7 +37,7 @@ class GuiAcquisition:
     def _flush(self, axes, dataset) -> None:
         self.saved += 1
         index = getattr(dataset, "_index_file", None)
-        if index is not None:
+        if index is not None and not index.closed:
             index.flush()
 
     def wait(self) -> None:

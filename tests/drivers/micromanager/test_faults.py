@@ -1,0 +1,65 @@
+"""Faults: Micro-Manager unreachable at start, a camera that delivers nothing mid-run."""
+
+from __future__ import annotations
+
+import pytest
+from pycromanager.acquisition.acq_eng_py.internal.engine import Engine
+from structlog.testing import capture_logs
+
+from refocusd.config.settings import MicroManagerSettings
+from refocusd.daemon.ledger import Ledger
+from refocusd.daemon.service import LEDGER_FILE, Service
+from refocusd.drivers.micromanager import CoreSession, MicroManagerUnavailable
+
+
+def test_unreachable_micromanager_at_start_is_retried_with_backoff_then_a_clear_error(tmp_path):
+    settings = MicroManagerSettings(
+        mm_dir=tmp_path / "no-micro-manager", config_file="MMConfig_demo.cfg", connect_retries=2,
+        connect_backoff_s=0.05, plan={},
+    )
+    slept: list[float] = []
+    session = CoreSession(settings, sleep=slept.append)
+    with capture_logs() as logs, pytest.raises(MicroManagerUnavailable, match="Micro-Manager not reachable"):
+        session.connect()
+    assert slept == [0.05, 0.1]
+    assert [e["attempt"] for e in logs if e["event"] == "driver.connect_failed"] == [1, 2, 3]
+    assert not session.connected
+
+
+class FailingSnaps:
+    """The engine's real core, except that its next ``n`` snaps raise as a failing camera
+    would (fault injection into pycromanager's acquisition engine)."""
+
+    def __init__(self, core, n: int) -> None:
+        self._core, self.left = core, n
+
+    def snap_image(self, *args):
+        if self.left > 0:
+            self.left -= 1
+            raise RuntimeError("injected: camera returned no image")
+        return self._core.snap_image(*args)
+
+    def __getattr__(self, name):
+        return getattr(self._core, name)
+
+
+def test_a_point_whose_image_never_arrives_is_marked_and_the_plan_goes_on(mm_settings, plan_for):
+    settings = mm_settings(plan_for({}, n=4), mm={"image_timeout_s": 1.5})
+    service = Service(settings)
+    service.start()
+    engine = Engine.get_instance()
+    real_core = engine.core
+    engine.core = FailingSnaps(real_core, 1)
+    try:
+        with capture_logs() as logs:
+            summary = service.run()
+    finally:
+        engine.core = real_core
+        service.close()
+
+    assert summary.frames == 4 and summary.quarantined == 1 and summary.focused == 3
+    with Ledger.open(settings.service.state_dir / LEDGER_FILE) as ledger:
+        (marked,) = list(ledger.frames(outcome="quarantined"))
+    assert marked["position"] == 0 and "no pixels" in marked["reason"]
+    assert any(e["event"] == "driver.error" and e["during"] == "acquire" for e in logs)
+    assert any(e["event"] == "driver.acquisition_restarted" for e in logs)

@@ -59,19 +59,24 @@ class FocusMeasureCalibration:
 
 
 def fit_threshold(focused: Sequence[float], defocused: Sequence[float]) -> tuple[float, float]:
-    """Threshold with the fewest misclassified planes (ties: the middle of the gap), and a
-    logistic scale of a quarter of the gap (or of the overlap)."""
+    """The threshold on the measure and the logistic scale (a quarter of the margin).
+
+    Separable scores: the middle of the gap. Otherwise the cut with the fewest
+    misclassified planes, the one farthest from any score among equals.
+    """
     if not focused or not defocused:
         raise ModelError("calibration needs both focused and defocused planes")
-    values = np.sort(np.concatenate([focused, defocused]))
+    f, d = np.asarray(focused, float), np.asarray(defocused, float)
+    if f.min() > d.max():
+        return float((f.min() + d.max()) / 2), float((f.min() - d.max()) / 4)
+    values = np.unique(np.concatenate([f, d]))
     candidates = (values[:-1] + values[1:]) / 2
-    f, d = np.asarray(focused), np.asarray(defocused)
     errors = np.array([(f < c).sum() + (d >= c).sum() for c in candidates])
-    best = np.flatnonzero(errors == errors.min())
-    threshold = float(candidates[best[len(best) // 2]])
-    gap = abs(float(f.min()) - float(d.max()))
-    scale = max(gap / 4, 1e-6 * max(1.0, abs(threshold)))
-    return threshold, scale
+    best = candidates[errors == errors.min()]
+    margins = np.array([np.abs(values - c).min() for c in best])
+    threshold = float(best[int(np.argmax(margins))])
+    spread = float(np.percentile(f, 25) - np.percentile(d, 75))
+    return threshold, max(abs(spread) / 4, 1e-6 * max(1.0, abs(threshold)))
 
 
 class FocusMeasureClassifier:

@@ -8,7 +8,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports Te
 
 import typer
 
-from refocusd.daemon.cli import config_cmds, model_cmds, service_cmds, synth_cmds, train_cmds
+from refocusd.daemon.cli import calibrate_cmds, config_cmds, model_cmds, service_cmds, synth_cmds, train_cmds
 
 app = typer.Typer(
     name="refocusd",
@@ -36,7 +36,7 @@ def _root(
     """refocusd: focus watchdog and defocus reconstruction for automated microscopes."""
 
 
-for module in (service_cmds, config_cmds, model_cmds, train_cmds, synth_cmds):
+for module in (service_cmds, config_cmds, model_cmds, train_cmds, synth_cmds, calibrate_cmds):
     module.register(app)
 
 

@@ -5,7 +5,10 @@ engine is a process singleton)."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,11 +21,11 @@ from refocusd.config import Settings, load_settings  # noqa: E402
 from refocusd.config.loader import deep_merge  # noqa: E402
 from refocusd.config.settings import MicroManagerSettings  # noqa: E402
 from refocusd.drivers.micromanager import CoreSession  # noqa: E402
-from refocusd.drivers.micromanager.calibrate import calibrate  # noqa: E402
 
 ADAPTERS = Path(mm_test_adapters.device_adapter_path())
 BEADS = {"Mode": "Fluorescent Beads", "OnCameraCCDXSize": "256", "OnCameraCCDYSize": "256", "Exposure": "5"}
 TOLERANCE_UM = 1.5
+REFOCUSD = [sys.executable, "-m", "refocusd.daemon.cli"]
 
 
 def mm_section(tmp_path: Path, **extra) -> dict:
@@ -50,14 +53,34 @@ def plate_plan(offsets: dict[int, float], n: int = 6, *, loops: int = 1, interva
 
 @pytest.fixture(scope="session")
 def bead_calibration(tmp_path_factory) -> Path:
-    """A focus-measure calibration from real z-series of the demo beads (what
-    `refocusd calibrate` does), at positions different from the tests' plates."""
-    out = tmp_path_factory.mktemp("calibration") / "beads.json"
-    session = CoreSession(MicroManagerSettings(**mm_section(out.parent)))
-    session.connect()
-    z = [float(v) for v in range(-8, 9)]
-    calibrate(session, [(-2000.0, 1000.0), (3100.0, -700.0), (-800.0, 4200.0)], z_um=z, tolerance_um=TOLERANCE_UM,
-              measure="gradient_energy").save(out)
+    """A focus-measure calibration from real z-series of the demo beads, made the way a
+    user makes it (`refocusd calibrate`, in a subprocess), at positions the tests' plates
+    do not use."""
+    folder = tmp_path_factory.mktemp("calibration")
+    config = folder / "refocusd.toml"
+    camera = ", ".join(f'{k} = "{v}"' for k, v in BEADS.items())
+    config.write_text(f"""
+[driver]
+kind = "micromanager"
+[driver.micromanager]
+mm_dir = "{ADAPTERS}"
+config_file = "MMConfig_demo.cfg"
+camera_properties = {{{camera}}}
+[driver.micromanager.plan]
+stage_positions = [{{x = -2000.0, y = 1000.0, z = 0.0}}, {{x = 3100.0, y = -700.0, z = 0.0}},
+                   {{x = -800.0, y = 4200.0, z = 0.0}}]
+""")
+    out = folder / "beads.json"
+    result = subprocess.run(
+        [*REFOCUSD, "calibrate", "--config", str(config), "--out", str(out), "--planes", str(folder / "planes"),
+         "--z-range", "8", "--z-step", "1", "--tolerance", str(TOLERANCE_UM), "--json"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    reported = json.loads(result.stdout)
+    assert reported["details"]["best_z_um"] == [0.0, 0.0, 0.0]  # the demo beads are sharpest at Z = 0
+    assert reported["details"]["focused_scores"][0] > reported["threshold"] > reported["details"]["defocused_scores"][1]
+    assert len(list((folder / "planes" / "focused").glob("*.tif"))) == 9  # z = -1, 0, 1 at 3 positions
     return out
 
 

@@ -92,7 +92,12 @@ class MicroManagerSettings(Section):
     core_backoff_s: float = Field(0.2, ge=0, description="First back-off; doubles on each retry.")
     connect_retries: int = Field(5, ge=0, le=100, description="Retries to reach Micro-Manager at start or after loss.")
     connect_backoff_s: float = Field(1.0, ge=0)
-    image_timeout_s: float = Field(20.0, gt=0, description="A camera silent this long: the point is marked, not awaited.")
+    image_timeout_s: float = Field(
+        20.0, gt=0, description="A camera silent this long: the point is marked, not awaited."
+    )
+    lookahead: int = Field(
+        1, ge=0, le=16, description="Events the engine may acquire ahead of the frame being decided (0: lockstep)."
+    )
     follow_dataset: Path | None = Field(None, description="follow mode: the NDTiff dataset folder to follow.")
     follow_poll_s: float = Field(0.2, gt=0)
     follow_idle_timeout_s: float | None = Field(

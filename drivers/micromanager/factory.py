@@ -17,7 +17,8 @@ def build(settings: Settings, clock: Clock) -> Microscope:
     from refocusd.drivers.micromanager.run_driver import MicroManagerRunDriver
 
     driver = MicroManagerRunDriver(
-        mm, settings.timelapse, clock=clock, experiment=settings.service.experiment, plate=settings.plate.name
+        mm, settings.timelapse, clock=clock, experiment=settings.service.experiment, plate=settings.plate.name,
+        lookahead=mm.lookahead,
     )
     driver.session.connect()  # at start: an unreachable Micro-Manager is a clear error now, not mid-plan
     return driver

@@ -79,7 +79,8 @@ class NDTiffFollower:
                 log.info("follow.finished", dataset=str(self.dataset), images=self._seen)
                 return
             if idle_limit is not None and now - self._last_new > idle_limit:
-                log.info("follow.idle_stop", dataset=str(self.dataset), images=self._seen, idle_s=round(now - self._last_new, 1))
+                log.info("follow.idle_stop", dataset=str(self.dataset), images=self._seen,
+                         idle_s=round(now - self._last_new, 1))
                 return
             if not records:
                 self._clock.sleep(self.settings.follow_poll_s)

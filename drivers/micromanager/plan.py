@@ -72,7 +72,9 @@ def plan_steps(sequence: useq.MDASequence, timelapse: TimelapseSettings, *, plat
             deadline = due + timelapse.max_delay_s
             if t + 1 < loops and interval:
                 deadline = min(deadline, due + interval)
-        steps.append(PlanStep(event=_pycromanager_event(event), coords=_coords(event, plate), due_s=due, deadline_s=deadline))
+        steps.append(
+            PlanStep(event=_pycromanager_event(event), coords=_coords(event, plate), due_s=due, deadline_s=deadline)
+        )
     return steps
 
 

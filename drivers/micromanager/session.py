@@ -74,7 +74,8 @@ class CoreSession:
             try:
                 self._core = self._open()
                 self._apply_camera_properties()
-                log.info("driver.connected", backend=s.backend, attempt=attempt + 1, camera=self._core.get_camera_device())
+                log.info("driver.connected", backend=s.backend, attempt=attempt + 1,
+                         camera=self._core.get_camera_device())
                 return self._core
             except Exception as exc:  # noqa: BLE001 - pymmcore/pyjavaz raise plain RuntimeError/OSError
                 self._core = None

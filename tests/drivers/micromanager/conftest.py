@@ -19,8 +19,6 @@ mm_test_adapters = pytest.importorskip("mm_test_adapters")
 
 from refocusd.config import Settings, load_settings  # noqa: E402
 from refocusd.config.loader import deep_merge  # noqa: E402
-from refocusd.config.settings import MicroManagerSettings  # noqa: E402
-from refocusd.drivers.micromanager import CoreSession  # noqa: E402
 
 ADAPTERS = Path(mm_test_adapters.device_adapter_path())
 BEADS = {"Mode": "Fluorescent Beads", "OnCameraCCDXSize": "256", "OnCameraCCDYSize": "256", "Exposure": "5"}
@@ -44,7 +42,9 @@ def mm_section(tmp_path: Path, **extra) -> dict:
 
 def plate_plan(offsets: dict[int, float], n: int = 6, *, loops: int = 1, interval_s: float = 0.0) -> dict:
     """``n`` fields 500 µm apart, in focus (Z = 0) except the ``offsets`` {index: z}."""
-    positions = [{"x": 500.0 * i, "y": 250.0 * (i % 2), "z": offsets.get(i, 0.0), "name": f"A{i + 1}"} for i in range(n)]
+    positions = [
+        {"x": 500.0 * i, "y": 250.0 * (i % 2), "z": offsets.get(i, 0.0), "name": f"A{i + 1}"} for i in range(n)
+    ]
     plan: dict = {"stage_positions": positions, "axis_order": "tpcz"}
     if loops > 1:
         plan["time_plan"] = {"interval": interval_s, "loops": loops}

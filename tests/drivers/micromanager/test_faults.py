@@ -10,6 +10,7 @@ from refocusd.config.settings import MicroManagerSettings
 from refocusd.daemon.ledger import Ledger
 from refocusd.daemon.service import LEDGER_FILE, Service
 from refocusd.drivers.micromanager import CoreSession, MicroManagerUnavailable
+from refocusd.drivers.micromanager.run_driver import MicroManagerRunDriver
 
 
 def test_unreachable_micromanager_at_start_is_retried_with_backoff_then_a_clear_error(tmp_path):
@@ -63,3 +64,44 @@ def test_a_point_whose_image_never_arrives_is_marked_and_the_plan_goes_on(mm_set
     assert marked["position"] == 0 and "no pixels" in marked["reason"]
     assert any(e["event"] == "driver.error" and e["during"] == "acquire" for e in logs)
     assert any(e["event"] == "driver.acquisition_restarted" for e in logs)
+
+
+class DeadCore:
+    """A core handle that no longer answers (a lost connection), for the driver's session."""
+
+    def __getattr__(self, name):
+        def dead(*args, **kwargs):
+            raise RuntimeError("injected: connection to Micro-Manager lost")
+
+        return dead
+
+
+def test_micromanager_lost_mid_run_is_logged_reconnected_and_the_plan_resumes(mm_settings, plan_for):
+    settings = mm_settings(plan_for({}, n=4), mm={"image_timeout_s": 1.5, "core_retries": 1})
+    mm = settings.driver.micromanager
+    sessions: list[CoreSession] = []
+
+    def factory(s, clock):
+        session = CoreSession(mm)
+        session.connect()
+        sessions.append(session)
+        return MicroManagerRunDriver(mm, s.timelapse, clock=clock, session=session)
+
+    service = Service(settings, driver_factory=factory)
+    service.start()
+    engine = Engine.get_instance()
+    real_core = engine.core
+    engine.core = FailingSnaps(real_core, 1)  # position 0 delivers nothing...
+    sessions[0].wrap(lambda core: DeadCore())  # ...and the driver's connection is gone
+    try:
+        with capture_logs() as logs:
+            summary = service.run()
+    finally:
+        engine.core = real_core
+        service.close()
+
+    events = [e["event"] for e in logs]
+    assert "driver.reconnecting" in events and "driver.connected" in events
+    assert any(e["event"] == "driver.error" and e["during"] == "health check" for e in logs)
+    assert sessions[0].connected and not isinstance(sessions[0].core, DeadCore)
+    assert summary.frames == 4 and summary.focused == 3 and summary.quarantined == 1  # p0 marked, the rest resumed

@@ -1,7 +1,7 @@
 """Micro-Manager driver benchmark: frames/s of a pycromanager acquisition on the real demo
 core (mm-test-adapters), with refocusd attached vs without (issue 4 target: ≥ 0.9×).
 
-    python bench/bench_mm.py [--frames 200] [--exposure-ms 10] [--lookahead 1] [--repeats 3]
+    python bench/bench_mm.py [--frames 200] [--plan fields|burst] [--exposure-ms 10] [--lookahead 1] [--repeats 3]
 
 Both runs acquire the same plan (``--frames`` in-focus fields at distinct XY positions, Z = 0,
 256×256 16-bit 'Fluorescent Beads' frames) into an NDTiff dataset through pycromanager's
@@ -27,7 +27,9 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def plan(n: int) -> dict:
+def plan(n: int, kind: str) -> dict:
+    if kind == "burst":  # one field, n time points back to back: the camera is the only hardware
+        return {"stage_positions": [{"x": 0.0, "y": 0.0, "z": 0.0}], "time_plan": {"interval": 0, "loops": n}}
     return {"stage_positions": [{"x": 400.0 * (i % 20), "y": 400.0 * (i // 20), "z": 0.0} for i in range(n)]}
 
 
@@ -36,6 +38,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=200)
     parser.add_argument("--exposure-ms", type=float, default=10.0)
     parser.add_argument("--lookahead", type=int, default=1)
+    parser.add_argument("--plan", choices=["fields", "burst"], default="fields",
+                        help="fields: a plate scan (XY move per frame); burst: one field, back-to-back time points")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
@@ -57,7 +61,7 @@ def main() -> None:
         "config_file": "MMConfig_demo.cfg",
         "camera_properties": {"Mode": "Fluorescent Beads", "OnCameraCCDXSize": "256", "OnCameraCCDYSize": "256",
                               "Exposure": f"{args.exposure_ms:g}"},
-        "plan": plan(args.frames),
+        "plan": plan(args.frames, args.plan),
         "lookahead": args.lookahead,
     }
     session = CoreSession(MicroManagerSettings(**mm, data_dir=work / "cal"))
@@ -98,7 +102,7 @@ def main() -> None:
         summaries.append(summary)
     p, a = statistics.median(plain), statistics.median(attached)
     result = {
-        "frames": args.frames, "exposure_ms": args.exposure_ms,
+        "frames": args.frames, "plan": args.plan, "exposure_ms": args.exposure_ms,
         "lookahead": args.lookahead, "fps_without": round(p, 1), "fps_with": round(a, 1), "ratio": round(a / p, 3),
         "runs_without": [round(x, 1) for x in plain], "runs_with": [round(x, 1) for x in attached],
         "focused": [s["focused"] for s in summaries], "defocused": [s["defocused"] for s in summaries],

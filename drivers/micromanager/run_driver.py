@@ -1,8 +1,8 @@
 """Run mode: refocusd runs the acquisition plan through pycromanager and acts between frames.
 
-The plan's events are submitted one at a time (``lookahead`` events ahead of the frame the
-runner holds), so the runner's decision on a frame comes before everything but that
-look-ahead. Each image comes in through ``image_process_fn`` (which only hands it over and
+The plan's events are submitted one at a time (up to ``lookahead`` events ahead of the frame
+the runner holds, and only once they are due), so the runner's decision on a frame comes
+before everything but that look-ahead. Each image comes in through ``image_process_fn`` (which only hands it over and
 returns at once: the image is still saved to the NDTiff dataset), and ``frames()`` yields it.
 When the runner re-focuses, the driver first waits until the engine has nothing in flight,
 moves the stage back to the held frame's field, drives the focus and camera through the
@@ -74,6 +74,7 @@ class MicroManagerRunDriver:
         self._started_at = 0.0
         self._held: _Held | None = None
         self._hook_errors = 0
+        self._last_plan_event: dict[str, Any] | None = None  # None: the stage may be anywhere
         self._closed = False
 
     # -- Microscope --------------------------------------------------------------------
@@ -161,13 +162,18 @@ class MicroManagerRunDriver:
         if not self.session.connected:
             self.session.connect()
         self._open_acquisition()
+        self._last_plan_event = None
         self._started_at = self._clock.now()
         log.info("driver.plan_started", steps=len(self._steps), dataset=str(self._dataset_dir))
         submitted = 0
         try:
             for i, step in enumerate(self._steps):
-                while submitted < min(len(self._steps), i + 1 + self._lookahead):
-                    self._submit(self._steps[submitted].event)
+                while submitted < min(len(self._steps), i + 1 + self._lookahead) and (
+                    submitted <= i or self._started_at + self._steps[submitted].due_s <= self._clock.now()
+                ):
+                    # Look ahead only to events already due: one waiting for its time point in
+                    # the engine would hold up a re-focus of the frame in hand until then.
+                    self._submit(self._plan_event(self._steps[submitted]))
                     submitted += 1
                 wait = self.settings.image_timeout_s + max(0.0, self._started_at + step.due_s - self._clock.now())
                 image = self._inbox.take(axes_key(step.axes), wait)
@@ -210,6 +216,25 @@ class MicroManagerRunDriver:
             log.error("driver.hook_error", hook="image_process_fn", error=repr(exc))
         return image, metadata
 
+    def _plan_event(self, step: PlanStep) -> dict[str, Any]:
+        """The step's event, without stage coordinates the previous plan event already set.
+
+        pycromanager's engine moves XY and Z for every event that carries them, even to
+        where the stage already is (≈ 10 ms per event on the demo stage); a time-lapse at
+        one field would pay that on every frame. Once refocusd has driven the stage (a
+        re-focus, a retry) the next event carries them all again.
+        """
+        event, last = dict(step.event), self._last_plan_event
+        self._last_plan_event = step.event
+        if last is None:
+            return event
+        if event.get("x") == last.get("x") and event.get("y") == last.get("y"):
+            event.pop("x", None)
+            event.pop("y", None)
+        if event.get("z") == last.get("z"):
+            event.pop("z", None)
+        return event
+
     def _submit(self, event: dict[str, Any]) -> None:
         self._inbox.expect(axes_key(event["axes"]))
         try:
@@ -233,6 +258,7 @@ class MicroManagerRunDriver:
 
                 self.session.call("stage move", back)
             held.stage_ready = True
+            self._last_plan_event = None  # refocusd drives the stage now: the next event sets it all
         return held
 
     def _recover(self, why: str) -> None:
@@ -245,6 +271,7 @@ class MicroManagerRunDriver:
             self.session.reconnect()
         old, self._acq = self._acq, None
         self._inbox.forget_expected()
+        self._last_plan_event = None
         if old is not None:
             try:
                 old.abort()

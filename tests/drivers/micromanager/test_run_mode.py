@@ -145,3 +145,22 @@ def test_persistent_stage_errors_fall_back_to_reconstruction_and_the_scan_comple
     refocus_failures = [e for e in logs if e["event"] == "refocus.failed"]
     assert len(refocus_failures) == settings.refocus.max_retries
     assert any(e["event"] == "driver.error" and e["during"] == "stage move" for e in logs)
+
+
+def test_timelapse_at_one_field_reacquires_in_time_and_each_point_keeps_the_plans_z(mm_settings):
+    # One field whose plan z is 5 µm off focus: every time point comes in defocused (the
+    # driver must not carry the re-focused z over into the next point's event), and each
+    # re-acquisition lands well before the deadline.
+    plan = {"stage_positions": [{"x": 100.0, "y": 100.0, "z": 5.0, "name": "B1"}],
+            "time_plan": {"interval": 0.8, "loops": 3}}
+    settings = mm_settings(plan, timelapse={"max_delay_s": 10.0})
+    summary = run_service(settings)
+
+    frames = ledger_frames(settings)
+    originals = [f for f in frames if f["parent_id"] is None]
+    assert summary.frames == 3 and summary.reacquired == 3
+    assert [(f["t"], f["label"], f["outcome"]) for f in originals] == [(t, "defocused", "reacquired") for t in range(3)]
+    assert all(abs(f["z_um"] - 5.0) < 1e-6 for f in originals)
+    retries = [f for f in frames if f["parent_id"] is not None]
+    assert len(retries) == 3
+    assert all(abs(r["z_um"]) <= TOLERANCE_UM and r["acquired_at"] <= r["deadline"] for r in retries)

@@ -251,12 +251,16 @@ class MicroManagerRunDriver:
             if not self._inbox.wait_idle(self.settings.image_timeout_s):
                 self._recover("look-ahead images did not arrive")
             event = held.step.event
-            if "x" in event and "y" in event:
-                def back(core: Any) -> None:
+
+            def back(core: Any) -> None:
+                if "x" in event and "y" in event:
                     core.set_xy_position(event["x"], event["y"])
                     core.wait_for_device(core.get_xy_stage_device())
+                if "z" in event:  # a re-focus starts from the z the frame was taken at
+                    core.set_position(float(event["z"]))
+                    core.wait_for_device(core.get_focus_device())
 
-                self.session.call("stage move", back)
+            self.session.call("stage move", back)
             held.stage_ready = True
             self._last_plan_event = None  # refocusd drives the stage now: the next event sets it all
         return held
@@ -297,7 +301,7 @@ class MicroManagerRunDriver:
 
     def _frame(self, step: PlanStep, image: ArrivedImage, *, retry: int, parent: Frame | None = None) -> Frame:
         axes = dict(image.metadata.get("Axes", step.axes))
-        z = image.metadata.get("ZPosition_um_Intended")
+        z = image.metadata.get("ZPosition_um_Intended", step.event.get("z") if retry == 0 else None)
         metadata: dict[str, Any] = {"axes": axes, "dataset": str(self._dataset_dir), "x_um": step.event.get("x"),
                                     "y_um": step.event.get("y")}
         if parent is not None:

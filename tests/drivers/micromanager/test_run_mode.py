@@ -164,3 +164,20 @@ def test_timelapse_at_one_field_reacquires_in_time_and_each_point_keeps_the_plan
     retries = [f for f in frames if f["parent_id"] is not None]
     assert len(retries) == 3
     assert all(abs(r["z_um"]) <= TOLERANCE_UM and r["acquired_at"] <= r["deadline"] for r in retries)
+
+
+def test_device_autofocus_that_does_not_find_focus_ends_in_reconstruction_not_a_stall(mm_settings, plan_for):
+    # strategy = "device" runs the core's autofocus device. The demo 'Autofocus' device's
+    # full_focus() leaves Z where it is, so the retries stay defocused and, after
+    # max_retries, the point is reconstructed; the scan goes on. (With a working
+    # autofocus device the same path re-acquires.)
+    settings = mm_settings(plan_for({1: 6.0}, n=3), mm={"autofocus_device": "Autofocus"},
+                           refocus={"strategy": "device"})
+    with capture_logs() as logs:
+        summary = run_service(settings)
+    assert summary.frames == 3 and summary.reacquired == 0 and summary.reconstructed == 1
+    assert [e["strategy"] for e in logs if e["event"] == "refocus.started"] == ["device"] * 2
+    assert [e["z_um"] for e in logs if e["event"] == "refocus.done"] == [6.0] * 2
+    retries = [f for f in ledger_frames(settings) if f["parent_id"] is not None]
+    assert len(retries) == settings.refocus.max_retries
+    assert all(r["label"] == "defocused" and r["position"] == 1 and abs(r["z_um"] - 6.0) < 1e-6 for r in retries)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from pycromanager.acquisition.acq_eng_py.internal.engine import Engine
 from structlog.testing import capture_logs
@@ -105,3 +108,29 @@ def test_micromanager_lost_mid_run_is_logged_reconnected_and_the_plan_resumes(mm
     assert any(e["event"] == "driver.error" and e["during"] == "health check" for e in logs)
     assert sessions[0].connected and not isinstance(sessions[0].core, DeadCore)
     assert summary.frames == 4 and summary.focused == 3 and summary.quarantined == 1  # p0 marked, the rest resumed
+
+
+def test_refocusd_run_exits_3_with_a_clear_message_when_micromanager_is_unreachable(tmp_path, bead_calibration):
+    config = tmp_path / "refocusd.toml"
+    config.write_text(f"""
+[service]
+state_dir = "state"
+output_root = "out"
+[driver]
+kind = "micromanager"
+[driver.micromanager]
+mm_dir = "no-such-micro-manager"
+config_file = "MMConfig_demo.cfg"
+connect_retries = 1
+connect_backoff_s = 0.01
+[driver.micromanager.plan]
+stage_positions = [{{x = 0.0, y = 0.0}}]
+[models]
+device = "cpu"
+classifier = "{bead_calibration}"
+""")
+    result = subprocess.run([sys.executable, "-m", "refocusd.daemon.cli", "run", "--config", str(config)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 3, result.stderr
+    assert "Micro-Manager not reachable" in result.stderr and "no-such-micro-manager" in result.stderr
+    assert "after 2 attempt(s)" in result.stderr

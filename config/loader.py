@@ -162,6 +162,7 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
                 "config_file": mm.config_file if mm.config_file is None or len(mm.config_file.parts) == 1
                 else resolved(mm.config_file),
                 "plan_file": resolved(mm.plan_file),
+                "positions_file": resolved(mm.positions_file),
                 "data_dir": resolved(mm.data_dir),
                 "follow_dataset": resolved(mm.follow_dataset),
             }

@@ -85,6 +85,9 @@ class MicroManagerSettings(Section):
     )
     plan: dict[str, Any] | None = Field(None, description="The acquisition plan as a useq.MDASequence table.")
     plan_file: Path | None = Field(None, description="Or a useq MDASequence in a YAML/JSON file.")
+    positions_file: Path | None = Field(
+        None, description="A Micro-Manager position list (.pos); its positions replace the plan's."
+    )
     data_dir: Path = Field(Path("refocusd-mm-data"), description="Where run mode writes its NDTiff datasets.")
     dataset_name: str = Field("refocusd", min_length=1)
     autofocus_device: str = Field("", description="Core autofocus device for refocus.strategy='device'.")

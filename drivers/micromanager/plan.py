@@ -15,6 +15,7 @@ import useq
 
 from refocusd.config.settings import MicroManagerSettings, TimelapseSettings
 from refocusd.drivers.base import Coordinates, DriverError
+from refocusd.drivers.micromanager.position_list import read_position_list
 
 RETRY_AXIS = "retry"
 
@@ -44,14 +45,24 @@ class PlanStep:
 
 
 def load_sequence(settings: MicroManagerSettings) -> useq.MDASequence:
+    """The plan; a Micro-Manager position list (``positions_file``) replaces its positions."""
     try:
         if settings.plan_file is not None:
-            return useq.MDASequence.from_file(Path(settings.plan_file))
-        if settings.plan is not None:
-            return useq.MDASequence.model_validate(settings.plan)
+            sequence = useq.MDASequence.from_file(Path(settings.plan_file))
+        elif settings.plan is not None:
+            sequence = useq.MDASequence.model_validate(settings.plan)
+        elif settings.positions_file is not None:
+            sequence = useq.MDASequence()
+        else:
+            raise PlanError(
+                "run mode needs an acquisition plan: [driver.micromanager] plan, plan_file or positions_file"
+            )
     except (OSError, ValueError) as exc:
         raise PlanError(f"invalid acquisition plan: {exc}") from exc
-    raise PlanError("run mode needs an acquisition plan: [driver.micromanager] plan or plan_file")
+    if settings.positions_file is not None:
+        positions = read_position_list(settings.positions_file)
+        sequence = sequence.model_copy(update={"stage_positions": tuple(positions)})
+    return sequence
 
 
 def plan_steps(sequence: useq.MDASequence, timelapse: TimelapseSettings, *, plate: str = "") -> list[PlanStep]:

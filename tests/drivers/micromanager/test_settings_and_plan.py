@@ -8,6 +8,7 @@ import pytest
 
 from refocusd.config import ConfigError, load_settings
 from refocusd.config.settings import MicroManagerSettings, TimelapseSettings
+from refocusd.drivers import DriverError
 from refocusd.drivers.micromanager import RETRY_AXIS, PlanError, load_sequence, plan_steps
 from refocusd.drivers.micromanager.session import config_path
 
@@ -63,3 +64,37 @@ def test_a_single_pass_has_no_deadline_and_a_missing_plan_is_a_clear_error(tmp_p
         load_sequence(MicroManagerSettings(mm_dir=tmp_path, config_file="x.cfg"))
     with pytest.raises(PlanError, match="invalid acquisition plan"):
         load_sequence(MicroManagerSettings(mm_dir=tmp_path, config_file="x.cfg", plan={"stage_positions": "nope"}))
+
+
+def mm_position(label: str, x: float, y: float, z: float) -> dict:
+    """One entry as Micro-Manager's Stage Position List window writes it."""
+    return {
+        "DefaultXYStage": {"type": "STRING", "scalar": "XY"},
+        "DefaultZStage": {"type": "STRING", "scalar": "Z"},
+        "DevicePositions": {"type": "PROPERTY_MAP", "array": [
+            {"Device": {"type": "STRING", "scalar": "Z"}, "Position_um": {"type": "DOUBLE", "array": [z]}},
+            {"Device": {"type": "STRING", "scalar": "XY"}, "Position_um": {"type": "DOUBLE", "array": [x, y]}},
+        ]},
+        "GridCol": {"type": "INTEGER", "scalar": 0},
+        "GridRow": {"type": "INTEGER", "scalar": 0},
+        "Label": {"type": "STRING", "scalar": label},
+    }
+
+
+def test_a_micromanager_position_list_replaces_the_plans_positions(tmp_path):
+    pos = tmp_path / "plate.pos"
+    pos.write_text(json.dumps({
+        "encoding": "UTF-8", "format": "Micro-Manager Property Map", "major_version": 2, "minor_version": 0,
+        "map": {"StagePositions": {"type": "PROPERTY_MAP", "array": [
+            mm_position("A1-Site_0", 10.0, 20.0, 1.5), mm_position("B2-Site_0", 9010.0, 9020.0, -2.0)]}},
+    }))
+    mm = MicroManagerSettings(mm_dir=tmp_path, config_file="x.cfg", positions_file=pos,
+                              plan={"time_plan": {"interval": 5, "loops": 2}})
+    steps = plan_steps(load_sequence(mm), TimelapseSettings())
+    assert [(s.coords.well, s.coords.t, s.event["x"], s.event["y"], s.event["z"]) for s in steps] == [
+        ("A1-Site_0", 0, 10.0, 20.0, 1.5), ("B2-Site_0", 0, 9010.0, 9020.0, -2.0),
+        ("A1-Site_0", 1, 10.0, 20.0, 1.5), ("B2-Site_0", 1, 9010.0, 9020.0, -2.0),
+    ]
+    pos.write_text('{"map": {}}')
+    with pytest.raises(DriverError, match="not a readable Micro-Manager position list"):
+        load_sequence(mm)

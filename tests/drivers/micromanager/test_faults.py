@@ -134,3 +134,20 @@ classifier = "{bead_calibration}"
     assert result.returncode == 3, result.stderr
     assert "Micro-Manager not reachable" in result.stderr and "no-such-micro-manager" in result.stderr
     assert "after 2 attempt(s)" in result.stderr
+
+
+def test_an_exception_in_the_image_hook_is_logged_and_the_image_still_passes_through(tmp_path):
+    # pycromanager aborts the acquisition silently when image_process_fn raises; the
+    # driver's hook must never raise. (Called directly: nothing in a healthy core makes it fail.)
+    import numpy as np
+
+    from refocusd.config.settings import TimelapseSettings
+    from refocusd.drivers import SystemClock
+
+    mm = MicroManagerSettings(mm_dir=tmp_path, config_file="x.cfg", plan={"stage_positions": [{"x": 0, "y": 0}]})
+    driver = MicroManagerRunDriver(mm, TimelapseSettings(), clock=SystemClock())
+    image = np.zeros((8, 8), np.uint16)
+    with capture_logs() as logs:
+        out_image, out_metadata = driver._on_image(image, None)  # metadata None: .get() raises inside
+    assert out_image is image and out_metadata is None
+    assert [e["event"] for e in logs] == ["driver.hook_error"]

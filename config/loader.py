@@ -183,5 +183,20 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
             "alert_request_dir": resolved(settings.driver.nis.alert_request_dir),
         }
     )
-    driver = settings.driver.model_copy(update={"simulated": simulated, "nis": nis})
+    driver_update: dict[str, Any] = {"simulated": simulated, "nis": nis}
+    mm = settings.driver.micromanager
+    if mm is not None:
+        driver_update["micromanager"] = mm.model_copy(
+            update={
+                "mm_dir": resolved(mm.mm_dir),
+                # a bare .cfg name is looked up in mm_dir by the driver; any other relative path is the user's
+                "config_file": mm.config_file if mm.config_file is None or len(mm.config_file.parts) == 1
+                else resolved(mm.config_file),
+                "plan_file": resolved(mm.plan_file),
+                "positions_file": resolved(mm.positions_file),
+                "data_dir": resolved(mm.data_dir),
+                "follow_dataset": resolved(mm.follow_dataset),
+            }
+        )
+    driver = settings.driver.model_copy(update=driver_update)
     return settings.model_copy(update={"service": service, "logging": logging, "driver": driver})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -91,15 +91,77 @@ class NisSettings(Section):
     alert_request_dir: Path | None = Field(None, description="Write one JSON request file per defocused frame here.")
 
 
+class MicroManagerSettings(Section):
+    """Micro-Manager through pycromanager: refocusd runs the plan, or follows a dataset."""
+
+    mode: Literal["run", "follow"] = Field(
+        "run", description="run: refocusd runs the acquisition plan; follow: read a dataset Micro-Manager writes."
+    )
+    backend: Literal["headless", "bridge"] = Field(
+        "headless", description="headless: start the core in-process (no Java); bridge: a running Micro-Manager."
+    )
+    mm_dir: Path | None = Field(None, description="Micro-Manager folder (device adapters); headless only.")
+    config_file: Path | None = Field(None, description="Hardware configuration (.cfg); relative to mm_dir if bare.")
+    bridge_port: int = Field(4827, ge=1, le=65535)
+    camera_properties: dict[str, str] = Field(
+        default_factory=dict, description="Camera properties set at start, e.g. {Mode = 'Fluorescent Beads'}."
+    )
+    plan: dict[str, Any] | None = Field(None, description="The acquisition plan as a useq.MDASequence table.")
+    plan_file: Path | None = Field(None, description="Or a useq MDASequence in a YAML/JSON file.")
+    positions_file: Path | None = Field(
+        None, description="A Micro-Manager position list (.pos); its positions replace the plan's."
+    )
+    data_dir: Path = Field(Path("refocusd-mm-data"), description="Where run mode writes its NDTiff datasets.")
+    dataset_name: str = Field("refocusd", min_length=1)
+    autofocus_device: str = Field("", description="Core autofocus device for refocus.strategy='device'.")
+    core_retries: int = Field(3, ge=0, le=20, description="Retries of a failing snap, stage move or autofocus.")
+    core_backoff_s: float = Field(0.2, ge=0, description="First back-off; doubles on each retry.")
+    connect_retries: int = Field(5, ge=0, le=100, description="Retries to reach Micro-Manager at start or after loss.")
+    connect_backoff_s: float = Field(1.0, ge=0)
+    image_timeout_s: float = Field(
+        20.0, gt=0, description="A camera silent this long: the point is marked, not awaited."
+    )
+    lookahead: int = Field(
+        1, ge=0, le=16, description="Events the engine may acquire ahead of the frame being decided (0: lockstep)."
+    )
+    follow_dataset: Path | None = Field(None, description="follow mode: the NDTiff dataset folder to follow.")
+    follow_poll_s: float = Field(0.2, gt=0)
+    follow_idle_timeout_s: float | None = Field(
+        None, gt=0, description="follow mode: stop after this long without new images (None: follow until finished)."
+    )
+
+    @model_validator(mode="after")
+    def _mode_has_inputs(self) -> MicroManagerSettings:
+        if self.mode == "follow" and self.follow_dataset is None:
+            raise ValueError("mode='follow' needs follow_dataset (the NDTiff folder Micro-Manager writes)")
+        if self.mode == "run":
+            if self.plan is not None and self.plan_file is not None:
+                raise ValueError("give either plan or plan_file, not both")
+            if self.backend == "headless" and (self.mm_dir is None or self.config_file is None):
+                raise ValueError("backend='headless' needs mm_dir and config_file")
+        return self
+
+
 class DriverSettings(Section):
-    kind: Literal["simulated", "nis"] = "simulated"
+    kind: Literal["simulated", "nis", "micromanager"] = "simulated"
     simulated: SimulatedMicroscopeSettings = SimulatedMicroscopeSettings()
     nis: NisSettings = NisSettings()
+    micromanager: MicroManagerSettings | None = None
+
+    @model_validator(mode="after")
+    def _section_for_kind(self) -> DriverSettings:
+        if self.kind == "micromanager" and self.micromanager is None:
+            raise ValueError("kind='micromanager' needs a [driver.micromanager] section")
+        return self
+
 
     @property
     def source_root(self) -> Path | None:
         """The folder the active driver's raw frames live under; reconstructions mirror it."""
         roots: dict[str, Path | None] = {"simulated": self.simulated.data_dir, "nis": self.nis.watch_dir}
+        if self.micromanager is not None:
+            mm = self.micromanager
+            roots["micromanager"] = mm.follow_dataset if mm.mode == "follow" else mm.data_dir
         return roots[self.kind]
 
 
@@ -110,7 +172,9 @@ class TimelapseSettings(Section):
 
 
 class ModelSettings(Section):
-    classifier: str = Field("default", description="'default', a model folder, or a .keras path.")
+    classifier: str = Field(
+        "default", description="'default', a model folder, a .keras path, or a focus-measure calibration .json."
+    )
     reconstructor: str = "default"
     threshold: float = Field(0.5, gt=0, lt=1, description="p_focused below this is defocused.")
     device: Literal["auto", "cpu", "gpu"] = "auto"
@@ -123,7 +187,9 @@ class RefocusSettings(Section):
     max_retries: int = Field(2, ge=0, le=10)
     sweep_range_um: float = Field(50.0, gt=0)
     sweep_step_um: float = Field(5.0, gt=0)
-    scorer: Literal["classifier", "normalized_variance", "brenner", "vollath_f4"] = "normalized_variance"
+    scorer: Literal[
+        "classifier", "normalized_variance", "brenner", "vollath_f4", "gradient_energy"
+    ] = "normalized_variance"
 
     @model_validator(mode="after")
     def _step_fits_range(self) -> RefocusSettings:

@@ -11,6 +11,8 @@ def frame_problem(pixels: object) -> str | None:
     """Return why ``pixels`` is not a usable frame, or ``None`` when it is."""
     if not isinstance(pixels, np.ndarray):
         return f"not an image array (got {type(pixels).__name__})"
+    if pixels.size == 0:
+        return "empty image: the camera or file returned no pixels"
     if pixels.ndim == 3 and pixels.shape[-1] not in (1, 3, 4):
         return f"unsupported channel count {pixels.shape[-1]} in shape {pixels.shape}"
     if pixels.ndim not in (2, 3):

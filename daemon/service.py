@@ -24,6 +24,7 @@ from typing import TextIO
 import structlog
 
 from refocusd.config import Settings
+from refocusd.daemon.focus_measure_classifier import is_focus_measure_spec, load_focus_measure_classifier
 from refocusd.daemon.ledger import LEDGER_FILE, Ledger
 from refocusd.daemon.policy import Reason
 from refocusd.daemon.refocus import build_strategy
@@ -31,11 +32,10 @@ from refocusd.daemon.runner import FrameOutcome, Runner, RunnerOptions
 from refocusd.daemon.supervision import Supervisor
 from refocusd.daemon.worker import ReconstructionWorker
 from refocusd.drivers import Clock, DriverError, Microscope, OutcomeAware, SimulatedClock, StopAware, SystemClock
-from refocusd.models import FrameReconstructor
+from refocusd.models import FocusClassifier, FrameReconstructor
 from refocusd.models.store import check_model
 
 log = structlog.get_logger("refocusd.service")
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,10 +108,17 @@ def build_nis(settings: Settings, clock: Clock) -> Microscope:
     )
 
 
+def build_micromanager(settings: Settings, clock: Clock) -> Microscope:
+    from refocusd.drivers.micromanager.factory import build
+
+    return build(settings, clock)
+
+
 # One factory per `driver.kind`; each imports its driver lazily (pycromanager, watchdog...).
 DRIVER_FACTORIES: dict[str, Callable[[Settings, Clock], Microscope]] = {
     "simulated": build_simulated,
     "nis": build_nis,
+    "micromanager": build_micromanager,
 }
 
 
@@ -165,12 +172,16 @@ class Service:
         # The reconstructor loads on the first job; its model must at least exist and
         # match its card now, or the service would fail every job hours later.
         check_model(s.models.reconstructor, "reconstructor")
-        classifier = load_classifier(
-            s.models.classifier,
-            device=s.models.device,
-            threshold=s.models.threshold,
-            mixed_precision=s.models.mixed_precision,
-        )
+        classifier: FocusClassifier
+        if is_focus_measure_spec(s.models.classifier):  # a calibration from `refocusd calibrate`
+            classifier = load_focus_measure_classifier(s.models.classifier, threshold=s.models.threshold)
+        else:
+            classifier = load_classifier(
+                s.models.classifier,
+                device=s.models.device,
+                threshold=s.models.threshold,
+                mixed_precision=s.models.mixed_precision,
+            )
         self._lock = hold_state_lock(s.service.state_dir)
         self.ledger = Ledger.open(s.service.state_dir / LEDGER_FILE)
         self._recover()

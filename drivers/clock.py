@@ -29,6 +29,11 @@ class SystemClock:
         if seconds > 0:
             self._wake.wait(seconds)
 
+    @property
+    def stop_requested(self) -> bool:
+        """True once ``wake`` is set: drivers that wait for data return instead of waiting on."""
+        return self._wake.is_set()
+
 
 class SimulatedClock:
     """Virtual time: ``sleep`` advances the clock instantly. Thread-safe."""

@@ -9,6 +9,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports Te
 import typer
 
 from refocusd.daemon.cli import (
+    calibrate_cmds,
     config_cmds,
     model_cmds,
     report_cmds,
@@ -44,7 +45,7 @@ def _root(
     """refocusd: focus watchdog and defocus reconstruction for automated microscopes."""
 
 
-for module in (service_cmds, config_cmds, model_cmds, train_cmds, synth_cmds, tail_cmds, report_cmds):
+for module in (service_cmds, config_cmds, model_cmds, train_cmds, synth_cmds, tail_cmds, report_cmds, calibrate_cmds):
     module.register(app)
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from refocusd.daemon.focus_measures import FOCUS_MEASURES
 from refocusd.models import ModelError, Verdict
+from refocusd.models.runtime import DeviceInfo
 
 CALIBRATION_KIND = "refocusd.focus_measure"
 
@@ -86,6 +87,10 @@ class FocusMeasureClassifier:
         self.calibration = calibration
         self._measure = FOCUS_MEASURES[calibration.measure]
         self._p_threshold = threshold
+
+    @property
+    def device(self) -> DeviceInfo:
+        return DeviceInfo(kind="cpu", name="numpy", reason="a focus measure runs on the CPU, no network")
 
     @property
     def model_id(self) -> str:

@@ -109,6 +109,8 @@ def main() -> None:
         print(f"{name} latency p50/p95/p99: {p50:.1f} / {p95:.1f} / {p99:.1f} ms (n={values.size})")
     marks = {}
     for _, done, rss in samples:  # the first sample past each 1,000 frames
+        if done == 0:
+            continue  # still starting up
         marks.setdefault(done // 1000 * 1000, (done, rss))
     print("resident memory by frames done: " + ", ".join(f"{d}: {r:.0f} MB" for d, r in sorted(marks.values())))
     after_warmup = [s for s in samples if s[1] >= 1000]

@@ -159,12 +159,7 @@ class DaskReconstructor:
     @property
     def provenance(self) -> dict[str, object]:
         return {
-            "name": self._card.name,
-            "version": self._card.version,
-            "model_id": self.model_id,
-            "weights_sha256": self._card.weights_sha256,
-            "architecture": self._card.architecture,
-            "base_filters": self._card.base_filters,
+            **self._card.identity(),
             "backend": "dask",
             "scheduler": self._client.scheduler.address,
             "worker": getattr(self._last, "worker", None),

@@ -150,6 +150,17 @@ class ModelCard(_Strict):
         value = self.params.get("base_filters")
         return int(value) if value is not None else None
 
+    def identity(self) -> dict[str, object]:
+        """Which model this is, as recorded in every output's provenance."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "model_id": self.model_id,
+            "weights_sha256": self.weights_sha256,
+            "architecture": self.architecture,
+            "base_filters": self.base_filters,
+        }
+
 
 def classifier_input_spec() -> InputSpec:
     return InputSpec(size=134, channels=3, preprocessing=CLASSIFIER_PREPROCESSING, output_size=None)

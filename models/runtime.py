@@ -442,12 +442,7 @@ class Reconstructor(_LoadedModel):
     @property
     def provenance(self) -> dict[str, object]:
         return {
-            "name": self._card.name,
-            "version": self._card.version,
-            "model_id": self.model_id,
-            "weights_sha256": self._card.weights_sha256,
-            "architecture": self._card.architecture,
-            "base_filters": self._card.base_filters,
+            **self._card.identity(),
             "tile": self.tile if self.tile is not None else "auto",
             "tile_rule": (
                 "fixed by the model" if self.tile is not None else

@@ -37,6 +37,7 @@ import numpy as np  # noqa: E402
 import structlog  # noqa: E402
 
 from refocusd.models.api import ModelError  # noqa: E402
+from refocusd.models.card import CARD_FILE  # noqa: E402
 from refocusd.models.datasets import (  # noqa: E402
     DEFOCUSED,
     FOCUSED,
@@ -82,6 +83,7 @@ class ClassifierTrainConfig:
     name: str = "sdcnn"
     version: str | None = None  # None: UTC date-time
     command: str = ""
+    overwrite: bool = False  # replace a model already in ``out``
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +103,26 @@ class ReconstructorTrainConfig:
     name: str = "resunet"
     version: str | None = None
     command: str = ""
+    overwrite: bool = False
+
+
+def check_output_folder(out: Path, *, overwrite: bool) -> None:
+    """Refuse, before any work, an ``out`` whose model training would replace or mix with.
+
+    ``out`` may be new or an empty folder; a model folder only with ``overwrite``; anything
+    else (a file, a folder of other files) never.
+    """
+    if out.exists() and not out.is_dir():
+        raise ModelError(f"--out {out} exists and is not a folder")
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if not held:
+        return
+    if CARD_FILE in held or any(name.endswith(".keras") for name in held):
+        if not overwrite:
+            raise ModelError(f"--out {out} already holds a model (pass --overwrite to replace it)")
+        return
+    raise ModelError(f"--out {out} is not empty and is not a model folder (it holds: {', '.join(held[:5])}); "
+                     "choose a new or empty folder")
 
 
 # ------------------------------------------------------------------------ observation
@@ -387,6 +409,7 @@ def train_classifier(
     stop: threading.Event | None = None,
 ) -> TrainingResult:
     """Train (or fine-tune, with ``cfg.base``) the SDCNN on ``cfg.data``; write ``cfg.out``."""
+    check_output_folder(Path(cfg.out), overwrite=cfg.overwrite)
     folder = scan_classifier_folders(cfg.data if isinstance(cfg.data, tuple) else [cfg.data])
     if cfg.epochs < 1:
         raise ModelError(f"--epochs must be at least 1, got {cfg.epochs}")
@@ -617,6 +640,7 @@ def train_reconstructor(
     stop: threading.Event | None = None,
 ) -> TrainingResult:
     """Train (or fine-tune) the ResUNet on ``cfg.data`` pairs; write ``cfg.out``."""
+    check_output_folder(Path(cfg.out), overwrite=cfg.overwrite)
     from refocusd.models.tiling import MARGIN, is_valid_input_size
 
     folder = scan_paired_folder(cfg.data)

@@ -66,7 +66,7 @@ def synth(
             bit_depth=int(bit_depth.value),  # type: ignore[arg-type]
             camera_pixel_um=camera_pixel_um if camera_pixel_um is not None else PAPER_CAMERA_PIXEL_UM,
         )
-        check_output_folder(out, request.kind)  # refuse a wrong folder before any progress
+        check_output_folder(out, request)  # refuse a wrong folder before any progress
         started = time.perf_counter()
         columns = (
             TextColumn(f"synth {request.kind}"), BarColumn(), MofNCompleteColumn(),

@@ -186,6 +186,7 @@ def train_classifier(
     name: str = typer.Option("sdcnn", "--name", help="Model name in the card."),
     version: str | None = typer.Option(None, "--version", help="Model version (default: UTC time)."),
     log_level: str = typer.Option("warning", "--log-level", help="Log level on stderr."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a model already in --out."),
 ) -> None:
     """Train the SDCNN focus classifier (or fine-tune one with --base)."""
     from refocusd.models.training import ClassifierTrainConfig, train_classifier as run
@@ -193,7 +194,7 @@ def train_classifier(
     cfg = ClassifierTrainConfig(
         data=tuple(data), out=out, base=base, epochs=epochs, seed=seed, val_fraction=val_fraction,
         batch_size=batch_size, steps_per_epoch=steps_per_epoch, augment=augment, name=name,
-        version=version, command=_command_line(),
+        version=version, command=_command_line(), overwrite=overwrite,
     )
     _train(run, cfg, log_level)
 
@@ -222,6 +223,7 @@ def train_reconstructor(
     name: str = typer.Option("resunet", "--name", help="Model name in the card."),
     version: str | None = typer.Option(None, "--version", help="Model version (default: UTC time)."),
     log_level: str = typer.Option("warning", "--log-level", help="Log level on stderr."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a model already in --out."),
 ) -> None:
     """Train the ResUNet reconstructor (or fine-tune one with --base)."""
     from refocusd.models.training import ReconstructorTrainConfig, train_reconstructor as run
@@ -230,7 +232,7 @@ def train_reconstructor(
         data=data, out=out, base=base, epochs=epochs, seed=seed, base_filters=base_filters,
         tile=tile, val_fraction=val_fraction, batch_size=batch_size,
         steps_per_epoch=steps_per_epoch, val_tiles_per_pair=val_tiles, augment=augment,
-        name=name, version=version, command=_command_line(),
+        name=name, version=version, command=_command_line(), overwrite=overwrite,
     )
     _train(run, cfg, log_level)
 

@@ -242,17 +242,35 @@ def _write_tiff(path: Path, frame: np.ndarray, pixel_um: float) -> None:
     os.replace(tmp, path)
 
 
-def check_output_folder(out: Path, kind: Kind) -> bool:
-    """Raise :class:`SynthError` unless ``out`` is new, empty, or a data set of ``kind``.
+def planned_paths(request: SynthRequest) -> list[str]:
+    """The relative paths ``request`` writes, in order (item ``i`` is ``NNNNNN.tif``)."""
+    if request.kind == "classifier":
+        return [f"{'focused' if i % 2 == 0 else 'defocused'}/{i:06d}.tif" for i in range(request.n)]
+    return [f"{sub}/{i:06d}.tif" for i in range(request.n) for sub in SUBDIRS["reconstructor"]]
 
-    Returns True when ``out`` holds a previous data set of that kind (it will be replaced).
-    No side effects: the CLI calls it before showing progress.
+
+def _written_by_synth(manifest: dict[str, Any]) -> set[str]:
+    # What a manifest says synth wrote: its items, and what an interrupted run had planned.
+    owned = {str(p) for p in manifest.get("planned", []) if isinstance(p, str)}
+    for item in manifest.get("items", []):
+        if isinstance(item, dict):
+            owned.update(str(item[k]) for k in ("path", "input", "target") if isinstance(item.get(k), str))
+    return owned
+
+
+def check_output_folder(out: Path, request: SynthRequest) -> set[str]:
+    """Raise :class:`SynthError` unless ``out`` is new, empty, or a data set of the same kind.
+
+    Returns the relative paths a previous data set there says synth wrote (they will be
+    replaced); any other file is the user's and is never deleted or overwritten. No side
+    effects: the CLI calls it before showing progress.
     """
     out = Path(out)
+    kind = request.kind
     if out.exists() and not out.is_dir():
         raise SynthError(f"--out {out} exists and is not a folder")
     if not out.exists() or not any(out.iterdir()):
-        return False
+        return set()
     old: object = None
     try:
         old = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
@@ -265,23 +283,29 @@ def check_output_folder(out: Path, kind: Kind) -> bool:
     if old.get("kind") != kind:
         raise SynthError(f"--out {out} holds a {old.get('kind')!r} data set, not {kind!r}; "
                          "choose a new or empty folder")
-    return True
+    owned = _written_by_synth(old)
+    clashes = [rel for rel in planned_paths(request) if rel not in owned and (out / rel).exists()]
+    if clashes:
+        raise SynthError(f"--out {out} holds files synth did not write where it would write its own "
+                         f"({', '.join(clashes[:5])}); move them or choose another folder")
+    return owned
 
 
 def generate_dataset(out: Path, request: SynthRequest, *, progress: Progress | None = None) -> dict[str, Any]:
     """Render ``request`` into ``out``; returns the manifest (also in ``out/manifest.json``)."""
     out = Path(out)
-    if check_output_folder(out, request.kind):
-        for sub in SUBDIRS[request.kind]:  # regenerate in place: drop the previous run's frames
-            for f in (out / sub).glob("*.tif*") if (out / sub).is_dir() else ():
-                f.unlink()
+    for rel in sorted(check_output_folder(out, request)):  # regenerate in place: only synth's own frames
+        target = (out / rel).resolve()
+        if target.is_relative_to(out.resolve()) and target.is_file():
+            target.unlink()
     for sub in SUBDIRS[request.kind]:
         (out / sub).mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     log.info("synth.started", kind=request.kind, n=request.n, seed=request.seed, out=str(out),
              size=request.frame_size, objective=request.objective)
     records: list[dict[str, Any]] = []
-    _write_json(out / MANIFEST, _manifest(request, records, complete=False))
+    # Written first, so that a run interrupted half-way still says which files are synth's.
+    _write_json(out / MANIFEST, {**_manifest(request, records, complete=False), "planned": planned_paths(request)})
     if progress is not None:
         progress(0, request.n)
     for index in range(request.n):

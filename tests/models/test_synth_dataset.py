@@ -136,3 +136,30 @@ def test_items_do_not_depend_on_n_and_progress_is_reported(tmp_path: Path) -> No
     assert [item["label"] for item in manifest["items"]] == ["focused", "defocused", "focused"]
     with pytest.raises(SynthError, match="n=0"):
         SynthRequest(kind="classifier", n=0)
+
+
+def test_regenerating_keeps_files_synth_did_not_write(tmp_path: Path) -> None:
+    """#14.4: only what the manifest says synth wrote is replaced; a user's own files stay."""
+    out = tmp_path / "cls"
+    assert _synth("--kind", "classifier", "--out", str(out), "--n", "4", "--size", "64").returncode == 0
+    mine = {out / "focused" / "hand_labelled.tif": b"", out / "defocused" / "000009.tiff": b""}
+    for path in mine:
+        tifffile.imwrite(path, np.full((64, 64), 7, np.uint8))
+        mine[path] = path.read_bytes()
+    rerun = _synth("--kind", "classifier", "--out", str(out), "--n", "2", "--size", "64")
+    assert rerun.returncode == 0, rerun.stderr
+    for path, content in mine.items():
+        assert path.read_bytes() == content, f"{path.name} was not written by synth and must survive"
+    written = {item["path"] for item in json.loads((out / "manifest.json").read_text())["items"]}
+    assert written == {"focused/000000.tif", "defocused/000001.tif"}
+    synth_files = {p.relative_to(out).as_posix() for p in out.rglob("*.tif*")} - {
+        p.relative_to(out).as_posix() for p in mine}
+    assert synth_files == written, "the previous run's own frames beyond the new n are gone"
+
+    # A user file where synth would write its next frame is never overwritten: refuse.
+    clash = out / "focused" / "000002.tif"
+    tifffile.imwrite(clash, np.full((64, 64), 9, np.uint8))
+    before = clash.read_bytes()
+    refused = _synth("--kind", "classifier", "--out", str(out), "--n", "4", "--size", "64")
+    assert refused.returncode == 2 and "000002.tif" in refused.stderr and "Traceback" not in refused.stderr
+    assert clash.read_bytes() == before

@@ -276,3 +276,27 @@ def test_split_is_deterministic_and_stratified() -> None:
     # Tiny classes still validate on both labels.
     _, small_val = split_indices(np.array([0, 0, 1, 1]), 0.1, seed=0)
     assert sorted(np.array([0, 0, 1, 1])[small_val]) == [0, 1]
+
+
+def test_train_refuses_to_overwrite_a_model_without_overwrite(classifier: Path, data: Path, tmp_path: Path) -> None:
+    """#14.6: `train --out` onto an existing model is refused (exit 2) unless --overwrite."""
+    import shutil
+
+    out = tmp_path / "mine"
+    shutil.copytree(classifier, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    args = ("--data", str(data), "--out", str(out), "--epochs", "1", "--steps-per-epoch", "1")
+    for kind, data_args in (("classifier", args), ("reconstructor", ("--data", str(data), *args[2:]))):
+        refused = run("train", kind, *data_args)
+        assert refused.returncode == 2, (kind, refused.stderr)
+        assert "--overwrite" in refused.stderr and str(out) in refused.stderr.replace("\n", "")
+        assert "Traceback" not in refused.stderr
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before, "the model is untouched"
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    refused = run("train", "classifier", "--data", str(data), "--out", str(other), "--epochs", "1")
+    assert refused.returncode == 2 and "not empty" in refused.stderr
+    replaced = run("train", "classifier", *args, "--overwrite")
+    assert replaced.returncode == 0, replaced.stderr
+    assert _card(out)["weights_sha256"] != json.loads(before["model.json"])["weights_sha256"]

@@ -42,6 +42,7 @@ class HealthSnapshot:
     worker_up: bool = True
     output_root: str = ""
     disk_free_bytes: int | None = None
+    output_blocked: str = ""  # why the output root refuses writes now ("" when it takes them)
     metrics_url: str | None = None
     thresholds: dict[str, float] = field(default_factory=dict)
     exit_reason: str | None = None
@@ -126,6 +127,8 @@ def problems(
             found.append(f"driver down: {snapshot.driver_detail or 'no detail'}")
         if not snapshot.worker_up:
             found.append("reconstruction worker dead")
+        if snapshot.output_blocked:
+            found.append(f"output root {snapshot.output_root} refuses writes, jobs wait: {snapshot.output_blocked}")
     if snapshot.oldest_pending_job_at is not None:
         waiting = now - snapshot.oldest_pending_job_at
         if waiting > settings.queue_stuck_after_s:

@@ -27,6 +27,7 @@ from refocusd.config import Settings
 from refocusd.daemon.focus_measure_classifier import is_focus_measure_spec, load_focus_measure_classifier
 from refocusd.daemon.ledger import LEDGER_FILE, Ledger
 from refocusd.daemon.policy import Reason
+from refocusd.daemon.preflight import check_writable
 from refocusd.daemon.refocus import build_strategy
 from refocusd.daemon.runner import FrameOutcome, Runner, RunnerOptions
 from refocusd.daemon.supervision import Supervisor
@@ -150,6 +151,7 @@ class Service:
         self.clock = clock or default_clock(settings, self.stop)
         self.run_id = run_id or new_run_id()
         self._on_outcome = on_outcome
+        self._config_path = config_path
         self._driver_factory = driver_factory
         self.ledger: Ledger | None = None
         self.worker: ReconstructionWorker | None = None
@@ -169,6 +171,8 @@ class Service:
 
         s = self.settings
         structlog.contextvars.bind_contextvars(run_id=self.run_id, experiment=s.service.experiment)
+        # What can be checked in milliseconds is checked before seconds of model loading.
+        check_writable(s, source=str(self._config_path or "settings"), create=True)
         # The reconstructor loads on the first job; its model must at least exist and
         # match its card now, or the service would fail every job hours later.
         check_model(s.models.reconstructor, "reconstructor")

@@ -169,6 +169,7 @@ class Supervisor:
             driver_up=None if driver is None else driver.up,
             driver_detail="" if driver is None else driver.detail,
             worker_up=worker_up,
+            output_blocked=self._worker.output_blocked if self._worker is not None else "",
             output_root=str(s.service.output_root),
             disk_free_bytes=disk_free_bytes(s.service.output_root),
             metrics_url=self.metrics_url,

@@ -20,7 +20,7 @@ import tifffile
 
 from refocusd.daemon.ledger import Job, Ledger
 from refocusd.daemon.provenance import build_provenance, sha256_file
-from refocusd.daemon.writer import DiskFull, OutputExists, reconstruction_path, write_reconstruction
+from refocusd.daemon.writer import DiskFull, OutputBlocked, OutputExists, reconstruction_path, write_reconstruction
 from refocusd.models import FrameReconstructor, Verdict
 
 log = structlog.get_logger("refocusd.worker")
@@ -80,6 +80,8 @@ class ReconstructionWorker:
         self._count_lock = threading.Lock()
         self.done = 0
         self.failed = 0
+        #: Why the output root refuses writes right now ("" when it takes them): health reads it.
+        self.output_blocked = ""
 
     # -- thread control ---------------------------------------------------------------
 
@@ -126,10 +128,13 @@ class ReconstructionWorker:
             # Done by an earlier run that crashed before recording it: keep that output.
             self._ledger.complete_job(job.id, str(exc.path))
             jlog.info("reconstruct.done", output=str(exc.path), already_written=True)
-        except DiskFull as exc:
-            # Not the job's fault: keep it queued (attempt not counted) and wait for space.
+        except OutputBlocked as exc:
+            # Full, read-only or not ours: not the job's fault. Keep it queued (attempt not
+            # counted), say so loudly, and wait for the volume to take writes again.
             self._ledger.release_job(job.id, str(exc))
-            jlog.error("reconstruct.disk_full", error=str(exc), output_root=str(self._output_root),
+            self.output_blocked = str(exc)
+            event = "reconstruct.disk_full" if isinstance(exc, DiskFull) else "reconstruct.output_unwritable"
+            jlog.error(event, error=str(exc), output_root=str(self._output_root),
                        retry_in_s=self._disk_full_retry_s, queue_depth=self._ledger.queue_depth())
             self._stop.wait(self._disk_full_retry_s)
         except Exception as exc:  # noqa: BLE001 - one bad job must not kill the worker
@@ -138,6 +143,7 @@ class ReconstructionWorker:
             self._ledger.fail_job(job.id, f"{type(exc).__name__}: {exc}")
             jlog.error("reconstruct.failed", attempt=job.attempts, max_attempts=job.max_attempts, error=str(exc))
         else:
+            self.output_blocked = ""
             with self._count_lock:
                 self.done += 1
             self._ledger.complete_job(job.id, str(output))

@@ -61,8 +61,16 @@ class WriterError(RuntimeError):
     """A reconstruction could not be written; the message names the path and the cause."""
 
 
-class DiskFull(WriterError):
+class OutputBlocked(WriterError):
+    """The output volume refuses writes for now: not the job's fault, retry it later."""
+
+
+class DiskFull(OutputBlocked):
     """The output volume is full (or over quota): retry once space returns, not a bad job."""
+
+
+class OutputUnwritable(OutputBlocked):
+    """The output folder is read-only or not ours to write (EROFS, EACCES, EPERM)."""
 
 
 class OutputExists(WriterError):
@@ -169,7 +177,7 @@ def write_reconstruction(
         _fsync_dir(directory)
     except OSError as exc:
         message = _describe(exc, out_path, needed=image.nbytes)
-        raise (DiskFull if _out_of_space(exc, message) else WriterError)(message) from exc
+        raise _error_class(exc, message)(message) from exc
     finally:
         for temp in temps:
             _remove_quietly(temp)
@@ -319,6 +327,14 @@ def _remove_quietly(path: Path) -> None:
 
 def _out_of_space(exc: OSError, message: str) -> bool:
     return exc.errno in (errno.ENOSPC, errno.EDQUOT) or "no space left on device" in message
+
+
+def _error_class(exc: OSError, message: str) -> type[WriterError]:
+    if _out_of_space(exc, message):
+        return DiskFull
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return OutputUnwritable
+    return WriterError
 
 
 def _describe(exc: OSError, out_path: Path, *, needed: int) -> str:

@@ -15,8 +15,11 @@ config_app = typer.Typer(help="Validate or print configuration files.", no_args_
 @config_app.command("check")
 def check(file: Path = typer.Argument(..., help="TOML configuration file.")) -> None:
     """Validate FILE (and REFOCUSD_* environment overrides); exit 2 naming every problem."""
+    from refocusd.daemon.preflight import check_writable
+
     with user_errors():
-        load_settings(file)
+        settings = load_settings(file)
+        check_writable(settings, source=str(file), create=False)  # creates nothing
     out_console.print(f"{file}: OK")
 
 

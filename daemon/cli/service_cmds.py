@@ -209,9 +209,15 @@ def run(config: Path = CONFIG_OPTION) -> None:
     from refocusd.daemon.metrics import MetricsUnavailable
     from refocusd.daemon.service import StateDirBusy
 
+    import os
+
+    from refocusd.daemon.preflight import SERVICE_UMASK, check_writable
+
     reload_requested = _install_reload_handler()  # first: SIGHUP's default action is to exit
+    os.umask(SERVICE_UMASK)  # as the systemd unit's UMask=, also when started by hand
     with user_errors():
         settings = load_settings(config)
+        check_writable(settings, source=str(config), create=True)  # before logging and models
         _configure_logging(settings)
         stop = _install_signal_handlers()
         try:

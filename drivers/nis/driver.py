@@ -31,7 +31,7 @@ import structlog
 from refocusd.config.settings import NisSettings
 from refocusd.drivers.base import Capabilities, DriverHealth, Frame, FrameUnreadable, SourceRef
 from refocusd.drivers.nis.alert import OperatorAlert
-from refocusd.drivers.nis.fingerprints import FileFingerprints
+from refocusd.drivers.nis.fingerprints import FileFingerprints, name_is_utf8, path_text
 from refocusd.drivers.nis.frames import build_frame
 from refocusd.drivers.nis.loading import LoadedFile, load_file
 from refocusd.drivers.nis.readers import FileNotReady, PagePixels
@@ -195,7 +195,7 @@ class NisExportFolder:
             self._rescan()
         result = self._settle.poll()
         for path in result.vanished:
-            self._quarantine_vanished(path)
+            self._vanished(path)
         for path, reason in result.given_up:
             self._quarantine_file(path, reason)
         for path in result.ready:
@@ -233,6 +233,15 @@ class NisExportFolder:
             return  # gone already; nothing to take
         if self._taken.get(path) == (st.st_size, st.st_mtime_ns):
             return
+        if not name_is_utf8(path):
+            # Its name cannot be recorded as text (ledger, logs, provenance): refuse it once,
+            # saying how to fix it, instead of failing on it at every start.
+            if self._fingerprints.unchanged(path, st.st_size, st.st_mtime_ns) is not None:
+                self._mark_taken(path, st.st_size, st.st_mtime_ns)
+            else:
+                self._quarantine_file(path, f"file name is not valid UTF-8 ({path_text(path.name)}); "
+                                            "rename it to have it processed")
+            return
         self._settle.offer(path)
 
     def _idle_expired(self) -> bool:
@@ -259,7 +268,7 @@ class NisExportFolder:
         if loaded.action == "refuse":
             self._quarantine_file(path, loaded.reason or "unreadable")
         elif loaded.action == "vanished":
-            self._quarantine_vanished(path)
+            self._vanished(path)
         elif loaded.action == "not_ready":
             self._settle.not_ready(path, loaded.reason or "not ready")
         elif loaded.action == "symlink":
@@ -286,11 +295,17 @@ class NisExportFolder:
         if str(path) in earlier:
             flog.info("nis.file.touched", detail="mtime changed, content identical; not processed again")
         else:
+            # Identical pixels at a path that still exists are another acquired point (two
+            # blank or saturated fields, a copy): a new frame. Only content whose earlier path
+            # is gone was moved or renamed; that path is marked so no later file is taken
+            # for a move from it too.
             moved_from = next((p for p in earlier if not os.path.exists(p)), None)
-            if moved_from is not None:
-                flog.info("nis.file.moved", moved_from=moved_from, sha256=sha)
-            else:
-                flog.info("nis.file.duplicate_content", same_as=earlier[0], sha256=sha)
+            if moved_from is None:
+                flog.info("nis.file.same_content", same_as=earlier[0], sha256=sha,
+                          detail="identical pixels at another path: recorded as a new frame")
+                return False
+            flog.info("nis.file.moved", moved_from=moved_from, sha256=sha)
+            self._fingerprints.remember(Path(moved_from), -1, -1, sha, "moved")
         self._fingerprints.remember(path, size, mtime_ns, sha, "processed")
         self._mark_taken(path, size, mtime_ns)
         return True
@@ -316,7 +331,11 @@ class NisExportFolder:
             return None
         except FileNotFoundError:
             self._current = None
-            self._quarantine_vanished(current.path)
+            if current.yielded:  # part of it is in the ledger: the rest is missing, say so
+                self._quarantine_file(current.path, "file deleted while it was being read",
+                                      sha=current.sha256, first_page=current.yielded)
+            else:
+                self._vanished(current.path)
             return None
         except PermissionError as exc:
             self._current = None
@@ -366,13 +385,19 @@ class NisExportFolder:
             size, mtime_ns = -1, -1
         self._mark_taken(path, size, mtime_ns)
         self.files_quarantined += 1
-        log.warning("nis.file.refused", path=str(path), reason=reason)
+        log.warning("nis.file.refused", path=path_text(path), reason=reason)
         version = sha[:16] if sha else f"{size}-{mtime_ns}"
-        exc = FrameUnreadable(reason, source=SourceRef(uri=str(path), page=first_page or None, version=version))
+        exc = FrameUnreadable(reason, source=SourceRef(uri=path_text(path), page=first_page or None, version=version))
         self._bad.append((exc, path, size, mtime_ns))
 
-    def _quarantine_vanished(self, path: Path) -> None:
-        self._quarantine_file(path, "file deleted before it could be read")
+    def _vanished(self, path: Path) -> None:
+        # Gone before a page of it was read: a temporary name of the write-then-rename
+        # pattern (the final name is taken on its own), or a file deleted at once. Neither
+        # is an acquired frame, so nothing goes into the ledger.
+        self._settle.forget(path)
+        self._taken.pop(path, None)
+        log.info("nis.file.vanished", path=path_text(path),
+                 detail="gone before it could be read (a temporary name?); nothing recorded")
 
     def _mark_taken(self, path: Path, size: int, mtime_ns: int) -> None:
         self._settle.forget(path)

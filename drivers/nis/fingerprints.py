@@ -11,6 +11,7 @@ table only spares re-reading files and explains what happened to them.
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 import threading
 import time
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-Status = Literal["processed", "quarantined"]
+Status = Literal["processed", "quarantined", "moved"]  # moved: its content now lives at another path
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS nis_files (
@@ -32,6 +33,29 @@ _SCHEMA = (
     )""",
     "CREATE INDEX IF NOT EXISTS nis_files_sha256 ON nis_files(sha256)",
 )
+
+
+def path_key(path: Path | str | bytes) -> str | bytes:
+    """The path as stored: its text, or its raw bytes when the name is not valid UTF-8.
+
+    SQLite text must be UTF-8; a name from an old share (``caf\\xe9.tif``) decodes to lone
+    surrogates that no UTF-8 encoder accepts. Its bytes are stored instead, so every path
+    has exactly one key and the os functions accept it back (see :func:`path_text`).
+    """
+    raw = os.fsencode(path)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw
+
+
+def path_text(path: Path | str | bytes) -> str:
+    """A printable, UTF-8-safe spelling of any path (undecodable bytes as ``\\xNN``)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def name_is_utf8(path: Path) -> bool:
+    return isinstance(path_key(path), str)
 
 
 def sha256_of(path: Path) -> str:
@@ -67,9 +91,9 @@ class FileFingerprints:
     def get(self, path: Path) -> Fingerprint | None:
         with self._lock:
             row = self._conn.execute(
-                "SELECT path, size, mtime_ns, sha256, status FROM nis_files WHERE path = ?", (str(path),)
+                "SELECT path, size, mtime_ns, sha256, status FROM nis_files WHERE path = ?", (path_key(path),)
             ).fetchone()
-        return None if row is None else Fingerprint(*row)
+        return None if row is None else Fingerprint(os.fsdecode(row[0]), *row[1:])
 
     def unchanged(self, path: Path, size: int, mtime_ns: int) -> Fingerprint | None:
         """The row for ``path`` if the file is exactly as it was when last taken."""
@@ -82,7 +106,7 @@ class FileFingerprints:
             rows = self._conn.execute(
                 "SELECT path FROM nis_files WHERE sha256 = ? AND status = 'processed'", (sha256,)
             ).fetchall()
-        return [r[0] for r in rows]
+        return [os.fsdecode(r[0]) for r in rows]
 
     def remember(
         self, path: Path, size: int, mtime_ns: int, sha256: str | None, status: Status, reason: str | None = None
@@ -93,5 +117,5 @@ class FileFingerprints:
                 "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET size = excluded.size, "
                 "mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256, status = excluded.status, "
                 "reason = excluded.reason, seen_at = excluded.seen_at",
-                (str(path), size, mtime_ns, sha256, status, reason, time.time()),
+                (path_key(path), size, mtime_ns, sha256, status, reason, time.time()),
             )

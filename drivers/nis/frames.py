@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
+
+import numpy as np
 
 from refocusd.drivers.base import Coordinates, Frame, SourceRef
 from refocusd.drivers.nis.names import parse_indices
 from refocusd.drivers.nis.readers import PagePixels, is_nd2
+
+
+def page_digest(page: PagePixels) -> str:
+    """SHA-256 of one page's pixels, shape and type: the same plane gives the same digest."""
+    pixels = np.ascontiguousarray(page.pixels)
+    header = f"{pixels.dtype.str}{pixels.shape}".encode()
+    return hashlib.sha256(header + pixels.tobytes()).hexdigest()
 
 
 def build_frame(
@@ -16,7 +26,10 @@ def build_frame(
 
     A multi-page TIFF is a time stack of one position: its page adds to the time index.
     ND2 loop indices (``T``/``P``/``Z``), when the file has them, win over the name.
-    The source key carries the content hash, so new content at the same path is a new frame.
+    The source key carries the page's own content hash (not the file's), so new content at
+    the same path is a new frame while pages already recorded keep their key when a stack
+    grows. Page 0 has no page number in the key for the same reason: a TIFF that holds one
+    page now may hold three later (a writer pausing between pages).
     """
     idx = parse_indices(path.name)
     multi = int(page.metadata.get("pages", page.metadata.get("frames", 1)) or 1) > 1
@@ -41,7 +54,7 @@ def build_frame(
     return Frame(
         pixels=page.pixels,
         coords=coords,
-        source=SourceRef(uri=str(path), page=page.index if multi else None, version=sha256[:16]),
+        source=SourceRef(uri=str(path), page=page.index or None, version=page_digest(page)[:16]),
         # The file's mtime: NIS stamps no absolute time per page (ND2 times are relative).
         acquired_at=mtime_ns / 1e9,
         z_um=None if page.stage_um is None else page.stage_um[2],

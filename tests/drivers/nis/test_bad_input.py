@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,13 +53,23 @@ def test_bad_files_are_refused_with_reasons_and_good_ones_still_taken(start_driv
     assert len(collector.bad) == 8
 
 
-def test_file_deleted_between_event_and_read_is_refused(start_driver, watch_dir):
-    collector = start_driver(settle_s=1.0)
-    doomed = write_tiff(watch_dir / "doomed_t001.tif", noise())
-    time.sleep(0.3)  # seen by the watcher, not yet settled
-    doomed.unlink()
-    collector.wait_bad(1)
-    assert collector.reasons() == {"doomed_t001.tif": "file deleted before it could be read"}
+def test_file_deleted_between_event_and_read_is_not_a_frame(start_driver, watch_dir):
+    """#14.19: a file gone before it could be read (a temporary name of write-then-rename,
+    or deleted at once) is not an acquired frame: nothing is recorded, the final name is."""
+
+    with capture_logs() as logs:
+        collector = start_driver(settle_s=1.0)
+        doomed = write_tiff(watch_dir / "doomed_t001.tif", noise())
+        time.sleep(0.3)  # seen by the watcher, not yet settled
+        doomed.unlink()
+        renamed = write_tiff(watch_dir / ".part-4711", noise(seed=3))  # hidden temporary, renamed in
+        time.sleep(0.3)
+        renamed.rename(watch_dir / "final_t002.tif")
+        collector.wait_frames(1)
+        time.sleep(1.5)
+    assert [Path(f.source.uri).name for f in collector.frames] == ["final_t002.tif"]
+    assert collector.bad == [], collector.reasons()
+    assert any(e["event"] == "nis.file.vanished" and e["path"].endswith("doomed_t001.tif") for e in logs)
 
 
 PROBE = """

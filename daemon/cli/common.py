@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,6 +11,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from refocusd.config import ConfigError
 from refocusd.daemon.errors import BackendUnavailable
@@ -23,8 +25,30 @@ EXIT_USAGE = 2  # bad configuration, bad arguments, unusable model
 EXIT_RUNTIME = 3  # the service stopped on an error it could not recover from
 EXIT_UNHEALTHY = EXIT_FAILURES  # `refocusd status`: the service is unhealthy (monitoring)
 
-err_console = Console(stderr=True, soft_wrap=True)
-out_console = Console()
+# Only these tags are styling; any other bracket (``[gpu]``, ``[driver.micromanager]``, a
+# bracket in a path or an error) is text and prints as written.
+_STYLE_TAG = re.compile(r"\[/?(?:(?:bold|dim|italic|red|green|yellow|cyan)(?: (?:red|green|yellow|cyan))?)?\]")
+
+
+class MessageConsole(Console):
+    """A rich console that styles with the CLI's own tags and prints everything else as written."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        super().print(*(_escape_text(o) if isinstance(o, str) else o for o in objects), **kwargs)
+
+
+def _escape_text(text: str) -> str:
+    parts, last = [], 0
+    for tag in _STYLE_TAG.finditer(text):
+        parts.append(escape(text[last:tag.start()]))
+        parts.append(tag.group())
+        last = tag.end()
+    parts.append(escape(text[last:]))
+    return "".join(parts)
+
+
+err_console = MessageConsole(stderr=True, soft_wrap=True)
+out_console = MessageConsole()
 
 
 @contextmanager

@@ -93,6 +93,17 @@ class FocusMeasureClassifier:
         return DeviceInfo(kind="cpu", name="numpy", reason="a focus measure runs on the CPU, no network")
 
     @property
+    def threshold(self) -> float:
+        """p_focused at or above which a frame is focused (``[models] threshold``, reloadable)."""
+        return self._p_threshold
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        if not 0.0 < value < 1.0:
+            raise ValueError(f"threshold must be between 0 and 1, got {value}")
+        self._p_threshold = float(value)
+
+    @property
     def model_id(self) -> str:
         c = self.calibration
         return f"focus-measure:{c.measure}@{c.threshold:.6g}"

@@ -192,6 +192,20 @@ class Supervisor:
 
     # -- SIGHUP ---------------------------------------------------------------------------
 
+    def _apply_threshold(self, threshold: float) -> bool:
+        """Set the running classifier's threshold; ``False`` when it cannot take one."""
+        if self._classifier is None:
+            return True  # not started yet: the classifier is built with the new settings
+        if not hasattr(self._classifier, "threshold"):  # setting it would only add an unused attribute
+            log.warning("config.threshold_not_applied", classifier=type(self._classifier).__name__)
+            return False
+        try:
+            self._classifier.threshold = threshold
+        except (AttributeError, ValueError) as exc:
+            log.warning("config.threshold_not_applied", error=str(exc), classifier=type(self._classifier).__name__)
+            return False
+        return self._classifier.threshold == threshold
+
     def reload(self) -> bool:
         """Apply the reloadable part of the configuration file; keep the old one if invalid."""
         if self._config_path is None:
@@ -212,14 +226,20 @@ class Supervisor:
             root.setLevel(level)
             for handler in root.handlers:
                 handler.setLevel(level)
-        if self._classifier is not None and hasattr(self._classifier, "threshold"):
-            self._classifier.threshold = new.models.threshold
+        applied = {k: list(v) for k, v in plan.applied.items()}
+        needs_restart = list(plan.needs_restart)
+        if "models.threshold" in applied and not self._apply_threshold(new.models.threshold):
+            # Never report a change that is not in force: the running classifier keeps its own.
+            del applied["models.threshold"]
+            needs_restart.append("models.threshold")
+            new = new.model_copy(update={"models": new.models.model_copy(
+                update={"threshold": self.settings.models.threshold})})
         self.settings = new
         log.info(
             "config.reloaded",
             source=str(self._config_path),
-            applied={k: list(v) for k, v in plan.applied.items()},
-            needs_restart=plan.needs_restart,
+            applied=applied,
+            needs_restart=needs_restart,
         )
         self.notifier.send("READY=1", f"STATUS={self.status_line()}")
         return True

@@ -115,7 +115,9 @@ def problems(
         return ["the daemon has never run with this state folder"] if require_running else []
     found: list[str] = []
     if snapshot.state == "stopped":
-        if require_running:
+        if snapshot.exit_reason == "error":
+            found.append(f"the daemon (pid {snapshot.pid}) stopped on an error; see its log")
+        elif require_running:
             found.append(f"the daemon is not running (stopped: {snapshot.exit_reason or 'unknown'})")
     else:
         age = now - snapshot.written_at

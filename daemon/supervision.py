@@ -166,10 +166,11 @@ class Supervisor:
             last_frame_at=self._last_frame_at,
             queue_depth=self._ledger.queue_depth() if self._ledger is not None else 0,
             oldest_pending_job_at=self._ledger.oldest_pending_job_at() if self._ledger is not None else None,
-            driver_up=None if driver is None else driver.up,
+            driver_up=None if driver is None or driver.starting else driver.up,
             driver_detail="" if driver is None else driver.detail,
             worker_up=worker_up,
-            output_blocked=self._worker.output_blocked if self._worker is not None else "",
+            # getattr: a worker that cannot be blocked (the tests' stubs) reports nothing
+            output_blocked=getattr(self._worker, "output_blocked", "") if self._worker is not None else "",
             output_root=str(s.service.output_root),
             disk_free_bytes=disk_free_bytes(s.service.output_root),
             metrics_url=self.metrics_url,

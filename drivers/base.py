@@ -150,6 +150,8 @@ class DriverHealth:
 
     up: bool
     detail: str = ""
+    #: Not up *yet*: it begins on the runner's first frame request. Health judges it only after.
+    starting: bool = False
 
 
 @runtime_checkable

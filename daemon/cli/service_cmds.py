@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import shutil
 import signal
+import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -240,14 +243,15 @@ def status(
 ) -> None:
     """Counts, queue depth, recent errors and health; exit 1 when unhealthy (for monitoring)."""
     from refocusd.daemon import health
-    from refocusd.daemon.ledger import Ledger, LedgerError
+    from refocusd.daemon.ledger import LedgerError
 
+    configure_logging(level="warning")  # stdout is the report; library notes stay on stderr
     with user_errors():
         settings = load_settings(config)
         path = settings.service.state_dir / LEDGER_FILE
         try:
             snapshot = health.read_health(settings.service.state_dir / health.HEALTH_FILE)
-            with Ledger.open(path, read_only=True) as ledger:
+            with _ledger_or_empty(path) as ledger:
                 report = {
                     "ledger": str(path),
                     "counts": ledger.counts(),
@@ -282,6 +286,20 @@ def status(
         _print_status(path, report, snapshot)
     if problems:
         raise typer.Exit(EXIT_UNHEALTHY)
+
+
+@contextmanager
+def _ledger_or_empty(path: Path) -> Iterator[Any]:
+    """The ledger read-only; where none was ever made, an empty one (all counts zero) made
+    aside in a temporary folder, so that status never writes into the state folder."""
+    from refocusd.daemon.ledger import Ledger
+
+    if path.exists():
+        with Ledger.open(path, read_only=True) as ledger:
+            yield ledger
+        return
+    with tempfile.TemporaryDirectory(prefix="refocusd-status-") as empty, Ledger.open(Path(empty) / path.name) as ledger:
+        yield ledger
 
 
 def _print_status(path: Path, report: dict, snapshot) -> None:

@@ -125,10 +125,14 @@ class NisExportFolder:
 
     def health(self) -> DriverHealth:
         if not self._started:
-            return DriverHealth(up=False, detail="not started")
-        if self._watcher.alive():
+            # The service reports health once before the runner's first frame request, which
+            # starts the watch: that moment is not an outage (no false alarm after a restart).
+            return DriverHealth(up=False, detail=f"the watch on {self.root} starts with the first frame request",
+                                starting=True)
+        problem = self._watcher.problem()
+        if not problem:
             return DriverHealth(up=True, detail=f"watching {self.root} ({self.settings.observer})")
-        return DriverHealth(up=False, detail=f"observer on {self.root} is down")
+        return DriverHealth(up=False, detail=problem)
 
     # -- the loop ------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import stat
 import queue
 import time
 from collections.abc import Iterator
@@ -46,6 +47,14 @@ class _Collect(FileSystemEventHandler):
         self._sink.put(Path(os.fsdecode(path)))
 
 
+def _identity(folder: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+
+
 class FolderWatcher:
     def __init__(
         self,
@@ -61,6 +70,7 @@ class FolderWatcher:
         self._patterns = tuple(p.lower() for p in patterns)
         self._events: queue.SimpleQueue[Path | None] = queue.SimpleQueue()
         self._observer: BaseObserver | None = None
+        self._root_id: tuple[int, int] | None = None  # (device, inode) of the folder being watched
         self._outage_logged = False
         self.restarts = 0
 
@@ -81,16 +91,33 @@ class FolderWatcher:
                 self._outage_logged = True
             return False
         self._observer = observer
+        self._root_id = _identity(self.root)
         self._outage_logged = False
         log.info("watcher.started", root=str(self.root), observer=self._kind)
         return True
 
     def alive(self) -> bool:
-        """The observer thread and every emitter thread are running."""
+        """The observer thread and every emitter thread are running, on the folder now at ``root``.
+
+        A native (inotify) observer follows a watched folder that is moved away and keeps
+        running on it; a folder moved, deleted or replaced at the path is not being watched.
+        """
         observer = self._observer
         if observer is None or not observer.is_alive():
             return False
+        if _identity(self.root) != self._root_id:
+            return False
         return all(emitter.is_alive() for emitter in observer.emitters) and bool(observer.emitters)
+
+    def problem(self) -> str:
+        """Why the watch is down, in words ("" while it is up)."""
+        if self.alive():
+            return ""
+        if _identity(self.root) is None:
+            return f"watch folder {self.root} is gone (moved, deleted or unmounted)"
+        if self._observer is not None and _identity(self.root) != self._root_id:
+            return f"watch folder {self.root} was replaced by another folder"
+        return f"observer on {self.root} is down"
 
     def restart(self) -> bool:
         """Replace a dead observer; the caller rescans afterwards and retries with a backoff.

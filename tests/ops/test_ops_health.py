@@ -110,3 +110,30 @@ def test_status_exits_1_naming_what_is_wrong(tmp_path):
     again = subprocess.run([*REFOCUSD, "status", "--config", str(config), "--json"],
                            capture_output=True, text=True, timeout=120)
     assert any("not responding" in p for p in json.loads(again.stdout)["problems"])
+
+
+def test_status_at_both_ends_of_a_run(tmp_path):
+    """#14.17: a state folder never run is healthy (exit 0) unless --require-running; a
+    daemon that stopped on an error is unhealthy."""
+    from refocusd.daemon.health import write_health
+
+    config = tmp_path / "refocusd.toml"
+    config.write_text('[service]\nstate_dir = "state"\noutput_root = "out"\n')
+
+    def status(*extra):
+        return subprocess.run([sys.executable, "-m", "refocusd.daemon.cli", "status", "-c", str(config), *extra],
+                              capture_output=True, text=True, timeout=60)
+
+    fresh = status("--json")
+    assert fresh.returncode == 0, fresh.stderr
+    report = json.loads(fresh.stdout)
+    assert report["healthy"] is True and report["health"] is None and report["counts"]["frames"] == 0
+    assert status().returncode == 0 and "never run" in status().stdout
+    assert status("--require-running").returncode == 1
+
+    Ledger.open(tmp_path / "state" / LEDGER_FILE).close()
+    write_health(tmp_path / "state" / HEALTH_FILE, HealthSnapshot(
+        state="stopped", pid=1, written_at=time.time(), interval_s=10.0, exit_reason="error"))
+    died = status("--json")
+    assert died.returncode == 1, died.stdout
+    assert any("error" in p for p in json.loads(died.stdout)["problems"])

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import sqlite3
+import subprocess
 import time
 from pathlib import Path
 
@@ -80,6 +81,10 @@ def test_odd_files_are_each_recorded_once_and_none_stops_the_service(tmp_path):
     try:
         wait_for(proc, lambda: "watcher.started" in (tmp_path / "logs" / "refocusd.jsonl").read_text()
                  if (tmp_path / "logs" / "refocusd.jsonl").exists() else False, "the watcher", 120)
+        # 17: the health written at start (before the watch began) is no false alarm
+        probe = subprocess.run([*REFOCUSD, "status", "-c", str(config), "--json"], capture_output=True, text=True,
+                               timeout=60)
+        assert probe.returncode == 0, probe.stdout + probe.stderr
 
         # 9: a name that is not valid UTF-8 (Latin-1 from an old share), next to a good file:
         # it cannot be recorded under its own name, so it is quarantined, saying how to fix it
@@ -122,6 +127,8 @@ def test_odd_files_are_each_recorded_once_and_none_stops_the_service(tmp_path):
     for uri, page, outcome, reason, t in rows:
         by_name.setdefault(os.path.basename(uri), []).append((page, outcome, reason, t))
     assert "Traceback" not in tail(tmp_path, "stderr")
+    events = [json.loads(line)["event"] for line in (tmp_path / "logs" / "refocusd.jsonl").read_text().splitlines()]
+    assert "health.unhealthy" not in events, "no false alarm at start"
     stack_rows = by_name.pop("stack_xy03.tif")
     assert sorted(t for *_, t in stack_rows) == [0, 1, 2], f"each plane once: {stack_rows}"
     assert set(by_name.pop("same_xy01_t001.tif")) and set(by_name.pop("same_xy02_t001.tif"))

@@ -11,6 +11,7 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import noise, write_tiff
 from structlog.testing import capture_logs
 
@@ -96,6 +97,8 @@ def test_dead_polling_observer_is_restarted_and_the_folder_rescanned(start_drive
         dropped = watch_dir.parent / "dropped"
         watch_dir.rename(dropped)
         collector.wait(lambda: not collector.driver.health().up, timeout=10)
+        # Health says "down" as soon as the folder is gone (#14.23); the tick then replaces the observer.
+        collector.wait(lambda: any(e["event"] == "watcher.died" for e in logs), timeout=10)
         write_tiff(dropped / "while_down_t001.tif", noise(seed=3))
         dropped.rename(watch_dir)  # the share is back, with a file written meanwhile
         collector.wait_frames(1, timeout=15)
@@ -147,3 +150,23 @@ def test_a_folder_that_appears_later_is_waited_for(start_driver, watch_dir):
         write_tiff(watch_dir / "late_t001.tif", noise(seed=6))  # the share is mounted
         collector.wait_frames(1, timeout=10)
     assert [e["event"] for e in logs].count("watcher.unavailable") == 1
+
+
+@pytest.mark.parametrize("observer", ["native", "polling"])
+def test_moved_watch_folder_is_down_until_it_is_back(start_driver, watch_dir, tmp_path, observer):
+    """#14.23: a watch folder moved away (or replaced) is 'down', not 'up'; once a folder
+    is back at the path the watch resumes there and new files are taken."""
+    collector = start_driver(observer=observer, poll_interval_s=0.2)
+    write_tiff(watch_dir / "first_t001.tif", noise(seed=1))
+    collector.wait_frames(1)
+    assert collector.driver.health().up
+    watch_dir.rename(tmp_path / "moved-away")
+    deadline = time.monotonic() + 10
+    while collector.driver.health().up:
+        assert time.monotonic() < deadline, "still 'up' after the folder was moved away"
+        time.sleep(0.1)
+    assert str(watch_dir) in collector.driver.health().detail
+    watch_dir.mkdir()  # a new folder at the same path (as a remount or a re-created export)
+    write_tiff(watch_dir / "second_t002.tif", noise(seed=2))
+    collector.wait_frames(2, timeout=30)
+    assert collector.driver.health().up

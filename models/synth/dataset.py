@@ -17,6 +17,7 @@ records every parameter and, per file, defocus, objective, substrate and cell ty
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -272,10 +273,8 @@ def check_output_folder(out: Path, request: SynthRequest) -> set[str]:
     if not out.exists() or not any(out.iterdir()):
         return set()
     old: object = None
-    try:
+    with contextlib.suppress(OSError, ValueError):  # unreadable: not a synth data set (below)
         old = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        pass
     if not isinstance(old, dict) or old.get("format") != FORMAT:
         held = ", ".join(sorted(p.name for p in out.iterdir())[:5])
         raise SynthError(f"--out {out} is not empty and is not a synth data set (it holds: {held}); "

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tifffile
 from conftest import noise, write_tiff
-from test_nis_service import start, tail
+from test_nis_service import REFOCUSD, start, tail
 
 pytestmark = pytest.mark.slow
 

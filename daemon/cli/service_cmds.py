@@ -298,9 +298,9 @@ def _ledger_or_empty(path: Path) -> Iterator[Any]:
         with Ledger.open(path, read_only=True) as ledger:
             yield ledger
         return
-    with tempfile.TemporaryDirectory(prefix="refocusd-status-") as empty:
-        with Ledger.open(Path(empty) / path.name) as ledger:
-            yield ledger
+    empty = tempfile.TemporaryDirectory(prefix="refocusd-status-")
+    with empty as folder, Ledger.open(Path(folder) / path.name) as ledger:
+        yield ledger
 
 
 def _print_status(path: Path, report: dict, snapshot) -> None:

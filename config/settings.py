@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import re
+import string
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 _WELL = re.compile(r"([A-Z]{1,2})(\d{1,2})")
+
+
+#: What ``[driver.nis] alert_command`` may contain, one list for the docs, the check and the alert.
+ALERT_PLACEHOLDERS = ("path", "relative_path", "page", "t", "xy", "z", "c", "stage_x_um", "stage_y_um",
+                      "stage_z_um", "p_focused", "label", "outcome", "sha256")
 
 
 class Section(BaseModel):
@@ -86,9 +92,25 @@ class NisSettings(Section):
     max_frame_mb: float = Field(1024.0, gt=0, description="Frames declaring more are refused, never allocated.")
     exit_when_idle_s: float | None = Field(None, gt=0, description="Stop after this long idle (batch use).")
     alert_command: list[str] | None = Field(
-        None, description="Run for each defocused frame; {path} {t} {xy} {z} {c} {p_focused} are filled in."
+        None, description="Run for each defocused frame; " + " ".join("{" + n + "}" for n in ALERT_PLACEHOLDERS)
+        + " are filled in."
     )
     alert_request_dir: Path | None = Field(None, description="Write one JSON request file per defocused frame here.")
+
+
+    @field_validator("alert_command")
+    @classmethod
+    def _known_placeholders(cls, argv: list[str] | None) -> list[str] | None:
+        for part in argv or []:
+            try:
+                names = {field for _, field, _, _ in string.Formatter().parse(part) if field is not None}
+            except ValueError as exc:
+                raise ValueError(f"{part!r}: {exc} (write a literal brace as {{{{ or }}}})") from None
+            unknown = sorted(n for n in names if n not in ALERT_PLACEHOLDERS)
+            if unknown:
+                raise ValueError(f"{part!r}: unknown placeholder {', '.join('{' + n + '}' for n in unknown)} "
+                                 f"(known: {', '.join('{' + n + '}' for n in ALERT_PLACEHOLDERS)})")
+        return argv
 
 
 class MicroManagerSettings(Section):

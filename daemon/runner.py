@@ -41,6 +41,7 @@ class FrameOutcome:
     reason: str | None
     attempts: int
     decided_ms: float
+    p_focused: float | None = None  # the classifier's verdict on the frame (None: not classified)
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,6 +340,7 @@ class Runner:
             reason=None if reason is None else str(reason),
             attempts=attempts,
             decided_ms=decided_ms,
+            p_focused=None if verdict is None else verdict.p_focused,
         )
 
 

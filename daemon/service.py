@@ -328,7 +328,7 @@ def _tell_driver(
     driver: OutcomeAware, then: Callable[[FrameOutcome], None] | None
 ) -> Callable[[FrameOutcome], None]:
     def on_outcome(outcome: FrameOutcome) -> None:
-        driver.observe_outcome(outcome.source, outcome.label, outcome.outcome)
+        driver.observe_outcome(outcome.source, outcome.label, outcome.outcome, outcome.p_focused)
         if then is not None:
             then(outcome)
 

@@ -68,7 +68,9 @@ class SourceRef:
     @property
     def key(self) -> str:
         """Identity used by the ledger to refuse processing the same source twice."""
-        suffix = "" if self.page is None else f"#page={self.page}"
+        # Page 0 is keyed like a file's only page: a stack still being written page by page
+        # holds one page at first, and its first plane must keep one identity as it grows.
+        suffix = f"#page={self.page}" if self.page else ""
         version = "" if self.version is None else f"@{self.version}"
         return f"{self.uri}{suffix}{version}"
 
@@ -174,4 +176,6 @@ class OutcomeAware(Protocol):
     """Optional: drivers told what became of each frame they yielded (the NIS driver alerts
     the operator about defocused frames it cannot re-acquire)."""
 
-    def observe_outcome(self, source_key: str, label: str | None, outcome: str) -> None: ...
+    def observe_outcome(
+        self, source_key: str, label: str | None, outcome: str, p_focused: float | None = None
+    ) -> None: ...

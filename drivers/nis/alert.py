@@ -1,8 +1,8 @@
 """Tell the operator about a defocused frame NIS-Elements took: refocusd cannot move its stage.
 
 Two optional channels, both carrying the frame's coordinates: a command run without a
-shell (``{path}``, ``{relative_path}``, ``{page}``, ``{t}``, ``{xy}``, ``{z}``, ``{c}``,
-``{stage_x_um}``, ``{stage_y_um}``, ``{stage_z_um}`` are filled in), and/or one JSON request
+shell (the placeholders of :data:`~refocusd.config.settings.ALERT_PLACEHOLDERS` are filled
+in; the settings refuse any other), and/or one JSON request
 file per frame in a folder (written to a temporary name, then renamed: a reader never sees
 half a request). An alert that fails is logged and never stops the daemon.
 """
@@ -53,8 +53,9 @@ class OperatorAlert:
     def enabled(self) -> bool:
         return bool(self._command) or self._request_dir is not None
 
-    def defocused(self, frame: Frame, *, label: str | None, outcome: str) -> None:
-        fields = alert_fields(frame) | {"label": label, "outcome": outcome, "reacquire": "unavailable"}
+    def defocused(self, frame: Frame, *, label: str | None, outcome: str, p_focused: float | None = None) -> None:
+        fields = alert_fields(frame) | {"label": label, "outcome": outcome, "reacquire": "unavailable",
+                                        "p_focused": None if p_focused is None else round(p_focused, 4)}
         if self._command:
             self._run(fields)
         if self._request_dir is not None:

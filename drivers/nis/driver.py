@@ -110,12 +110,14 @@ class NisExportFolder:
     def frames(self) -> Iterator[Frame]:
         return _FrameStream(self)
 
-    def observe_outcome(self, source_key: str, label: str | None, outcome: str) -> None:
+    def observe_outcome(
+        self, source_key: str, label: str | None, outcome: str, p_focused: float | None = None
+    ) -> None:
         """Alert the operator about a defocused frame (the runner calls this right after it)."""
         frame = self._last_frame
         if label != "defocused" or frame is None or frame.source.key != source_key or not self._alert.enabled:
             return
-        self._alert.defocused(frame, label=label, outcome=outcome)
+        self._alert.defocused(frame, label=label, outcome=outcome, p_focused=p_focused)
 
     def close(self) -> None:
         self._reader.shutdown(wait=True, cancel_futures=True)

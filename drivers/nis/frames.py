@@ -28,8 +28,8 @@ def build_frame(
     ND2 loop indices (``T``/``P``/``Z``), when the file has them, win over the name.
     The source key carries the page's own content hash (not the file's), so new content at
     the same path is a new frame while pages already recorded keep their key when a stack
-    grows. Page 0 has no page number in the key for the same reason: a TIFF that holds one
-    page now may hold three later (a writer pausing between pages).
+    grows. Page 0 has the same key as a single page (:attr:`SourceRef.key`) for the same
+    reason: a TIFF that holds one page now may hold three later (a writer pausing between pages).
     """
     idx = parse_indices(path.name)
     multi = int(page.metadata.get("pages", page.metadata.get("frames", 1)) or 1) > 1
@@ -54,7 +54,7 @@ def build_frame(
     return Frame(
         pixels=page.pixels,
         coords=coords,
-        source=SourceRef(uri=str(path), page=page.index or None, version=page_digest(page)[:16]),
+        source=SourceRef(uri=str(path), page=page.index if multi else None, version=page_digest(page)[:16]),
         # The file's mtime: NIS stamps no absolute time per page (ND2 times are relative).
         acquired_at=mtime_ns / 1e9,
         z_um=None if page.stage_um is None else page.stage_um[2],

@@ -127,3 +127,51 @@ def test_defocused_frames_alert_the_operator_by_command_and_request_file(tmp_pat
             break
         deadline.wait(0.1)
     assert marker.read_text() == "sub/late_t004xy07c2.tif t=4 xy=7"
+
+
+def test_every_documented_alert_placeholder_is_filled_in(tmp_path, watch_dir):
+    """#14.22: the placeholders the setting documents, {p_focused} included, all work."""
+    import subprocess
+    import sys
+
+    from refocusd.config.settings import ALERT_PLACEHOLDERS, NisSettings as Nis
+    from refocusd.daemon.service import _tell_driver
+
+    described = Nis.model_fields["alert_command"].description
+    assert "{p_focused}" in described and all("{" + name + "}" in described for name in ALERT_PLACEHOLDERS)
+    write_tiff(watch_dir / "late_t004xy07c2.tif", noise(seed=3))
+    script = tmp_path / "alert.py"
+    script.write_text("import sys, pathlib; pathlib.Path(sys.argv[1]).write_text(' '.join(sys.argv[2:]))\n")
+    marker = tmp_path / "command-ran.txt"
+    stop = threading.Event()
+    with Ledger.open(tmp_path / "state" / "ledger.sqlite") as ledger:
+        ledger.start_run("r", "e", "{}", {})
+        driver = NisExportFolder(
+            Nis(watch_dir=watch_dir, settle_s=0.1, exit_when_idle_s=0.8,
+                alert_command=[sys.executable, str(script), str(marker),
+                               *(f"{name}={{{name}}}" for name in ALERT_PLACEHOLDERS)]),
+            fingerprints=open_fingerprints(tmp_path / "state" / "ledger.sqlite"),
+            stop=stop,
+        )
+        with capture_logs() as logs:
+            Runner(driver=driver, classifier=AlwaysDefocused(), strategy=DeviceAutofocus(), ledger=ledger,
+                   clock=SystemClock(stop), stop=stop, on_outcome=_tell_driver(driver, None),
+                   options=RunnerOptions(run_id="r", experiment="e", max_retries=2)).run()
+        driver.close()
+    assert not [e for e in logs if e["event"] == "alert.failed"], logs
+    for _ in range(50):
+        if marker.exists():
+            break
+        stop.wait(0.1)
+    filled = dict(part.split("=", 1) for part in marker.read_text().split(" "))
+    assert filled["p_focused"] == "0.02" and filled["t"] == "4" and filled["xy"] == "7"
+
+    # A placeholder nobody fills in is a configuration error, found by `config check`.
+    config = tmp_path / "refocusd.toml"
+    config.write_text(f'[driver]\nkind = "nis"\n[driver.nis]\nwatch_dir = "{watch_dir}"\n'
+                      'alert_command = ["notify", "{p_focussed}"]\n')
+    checked = subprocess.run([sys.executable, "-m", "refocusd.daemon.cli", "config", "check", str(config)],
+                             capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 2, checked.stdout + checked.stderr
+    assert "driver.nis.alert_command" in checked.stderr and "p_focussed" in checked.stderr
+    assert "p_focused" in checked.stderr.replace("p_focussed", ""), "the message lists the known names"

@@ -7,13 +7,14 @@ the file. Every problem is reported at once, by dotted key and bad value.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from refocusd.config.settings import (
@@ -69,8 +70,9 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The file's values arrive as init kwargs; the environment overrides them.
-        return (env_settings, init_settings)
+        # The loader reads REFOCUSD_* itself (environment_overrides): it can name the variable
+        # behind every problem and read values written the natural way. Only init kwargs here.
+        return (init_settings,)
 
 
 def example_text() -> str:
@@ -99,10 +101,17 @@ def load_settings(path: Path | None = None, *, overrides: dict[str, Any] | None 
     problems = _unknown_environment_sections()
     if problems:
         raise ConfigError("environment", problems)
+    from_env, variables, env_problems = environment_overrides()
+    if env_problems:
+        raise ConfigError("environment", env_problems)
+    data = deep_merge(data, from_env)
     try:
         settings = Settings(**data)
     except ValidationError as exc:
-        raise ConfigError(source, _describe(exc)) from None
+        file_problems, env_problems = _describe(exc, variables)
+        if file_problems:
+            raise ConfigError(source, file_problems + env_problems) from None
+        raise ConfigError("environment", env_problems) from None
     if path is not None:
         settings = _resolve_paths(settings, Path(path).resolve().parent)
     conflict = writes_into_watched_folder(settings)
@@ -140,17 +149,101 @@ def _unknown_environment_sections() -> list[str]:
     ]
 
 
-def _describe(exc: ValidationError) -> list[str]:
-    problems = []
-    for error in exc.errors():
-        key = ".".join(str(part) for part in error["loc"]) or "<root>"
-        if error["type"] == "extra_forbidden":
-            problems.append(f"{key}: unknown key (value {error['input']!r})")
-        elif error["type"] == "missing":
-            problems.append(f"{key}: required")
+def environment_overrides() -> tuple[dict[str, Any], dict[tuple[str, ...], str], list[str]]:
+    """``REFOCUSD_A__B=value`` variables as nested settings, which variable set which key,
+    and the problems found (one line each, naming the variable).
+
+    Values are read the way people write them: a list setting takes JSON (``["*.tif"]``)
+    or a comma-separated string (``*.tif,*.nd2``); a table takes JSON; anything else is
+    the string itself, converted and checked by the settings models.
+    """
+    overrides: dict[str, Any] = {}
+    variables: dict[tuple[str, ...], str] = {}
+    problems: list[str] = []
+    for name, raw in sorted(os.environ.items()):
+        if not name.upper().startswith(ENV_PREFIX) or name.upper() == CONFIG_ENV:
+            continue
+        path = tuple(part.lower() for part in name[len(ENV_PREFIX):].split("__"))
+        if path[0] not in Settings.model_fields:
+            continue  # reported by _unknown_environment_sections
+        if any(not part for part in path):
+            problems.append(f"{name}: empty key between '__' separators")
+            continue
+        kind = _kind_at(path)
+        if kind == "table":
+            try:
+                value: Any = json.loads(raw)
+            except ValueError:
+                value = None
+            if not isinstance(value, dict):
+                problems.append(f"{name}: {'.'.join(path)} is a section, not a value; set one of its keys "
+                                f"as {name}__<KEY> (or give the whole table as a JSON object)")
+                continue
+        elif kind == "list":
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                value = [item.strip() for item in raw.split(",") if item.strip()]
+            if isinstance(value, str):
+                value = [value]
         else:
-            problems.append(f"{key}: {error['msg']} (got {error['input']!r})")
-    return problems
+            value = raw
+        node = overrides
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                break
+        else:
+            node[path[-1]] = value
+            variables[path] = name
+    return overrides, variables, problems
+
+
+def _kind_at(path: tuple[str, ...]) -> str:
+    """'table', 'list' or 'value': what the setting at ``path`` holds ('value' when unknown)."""
+    model: type[BaseModel] | None = Settings
+    annotation: Any = None
+    for part in path:
+        if model is None or part not in model.model_fields:
+            return "value"
+        annotation = model.model_fields[part].annotation
+        model = _model_in(annotation)
+    if model is not None:
+        return "table"
+    kinds = {get_origin(a) for a in (annotation, *get_args(annotation))}
+    return "list" if kinds & {list, tuple, set} else "value"
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _describe(exc: ValidationError, variables: dict[tuple[str, ...], str] | None = None) -> tuple[list[str], list[str]]:
+    """(problems of the file or defaults, problems of environment variables), one line each."""
+    variables = variables or {}
+    problems: list[str] = []
+    from_env: list[str] = []
+    for error in exc.errors():
+        loc = tuple(str(part) for part in error["loc"])
+        key = ".".join(loc) or "<root>"
+        variable = next((variables[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in variables), None)
+        if error["type"] == "extra_forbidden":
+            line = f"{key}: unknown key (value {error['input']!r})"
+        elif error["type"] == "missing":
+            line = f"{key}: required"
+        else:
+            line = f"{key}: {error['msg']} (got {error['input']!r})"
+        if variable is None and error["type"] == "extra_forbidden":
+            # An unknown key set by a variable sits under a known section: find its variable.
+            variable = next((v for p, v in variables.items() if p == loc), None)
+        if variable is not None:
+            from_env.append(f"{variable}: {line}")
+        else:
+            problems.append(line)
+    return problems, from_env
 
 
 def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -77,3 +77,38 @@ def test_cli_config_check_and_example(tmp_path):
 
     missing = subprocess.run([*REFOCUSD, "config", "check", str(tmp_path / "nope.toml")], capture_output=True, text=True)
     assert missing.returncode == 2 and "file not found" in missing.stderr
+
+
+def test_environment_written_the_natural_way(tmp_path):
+    """#14.14: a list as a plain string, a section given a value, a typo in a key: exit 2
+    naming the variable (never a traceback, never exit 1, never blamed on the file)."""
+    import os
+
+    path = tmp_path / "c.toml"
+    path.write_text('[driver]\nkind = "nis"\n[driver.nis]\nwatch_dir = "export"\n')
+
+    def check(**env):
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("REFOCUSD_")}
+        return subprocess.run([*REFOCUSD, "config", "check", str(path)], capture_output=True, text=True,
+                              timeout=60, env={**clean, **env})
+
+    natural = check(REFOCUSD_DRIVER__NIS__PATTERNS="*.tif", REFOCUSD_DRIVER__NIS__SETTLE_S="2.5")
+    assert natural.returncode == 0, natural.stderr
+    listed = check(REFOCUSD_DRIVER__NIS__PATTERNS='["*.tif", "*.nd2"]')
+    assert listed.returncode == 0, listed.stderr
+    for env, named in (
+        ({"REFOCUSD_MODELS": "cpu"}, "REFOCUSD_MODELS"),
+        ({"REFOCUSD_MODELS__DEVCE": "cpu"}, "REFOCUSD_MODELS__DEVCE"),
+        ({"REFOCUSD_DRIVER__NIS__SETTLE_S": "soon"}, "REFOCUSD_DRIVER__NIS__SETTLE_S"),
+        ({"REFOCUSD_DRIVER__NIS": "{not json"}, "REFOCUSD_DRIVER__NIS"),
+    ):
+        result = check(**env)
+        assert result.returncode == 2, (env, result.stderr)
+        assert named in result.stderr and "Traceback" not in result.stderr, result.stderr
+        blamed = result.stderr.split(named)[0]
+        assert str(path) not in blamed, f"{named} is blamed on the file: {result.stderr}"
+
+
+def test_environment_list_values_are_parsed(monkeypatch):
+    monkeypatch.setenv("REFOCUSD_DRIVER__NIS__PATTERNS", "*.tif, *.nd2")
+    assert load_settings(None).driver.nis.patterns == ["*.tif", "*.nd2"]

@@ -205,6 +205,9 @@ class NisExportFolder:
         for path, reason in result.given_up:
             self._quarantine_file(path, reason)
         for path in result.ready:
+            if not name_is_utf8(path):
+                self._refuse_name(path)
+                continue
             self._settle.hold(path)
             self._ready.append(path)
         if now >= self._next_heartbeat:
@@ -238,15 +241,6 @@ class NisExportFolder:
         except OSError:
             return  # gone already; nothing to take
         if self._taken.get(path) == (st.st_size, st.st_mtime_ns):
-            return
-        if not name_is_utf8(path):
-            # Its name cannot be recorded as text (ledger, logs, provenance): refuse it once,
-            # saying how to fix it, instead of failing on it at every start.
-            if self._fingerprints.unchanged(path, st.st_size, st.st_mtime_ns) is not None:
-                self._mark_taken(path, st.st_size, st.st_mtime_ns)
-            else:
-                self._quarantine_file(path, f"file name is not valid UTF-8 ({path_text(path.name)}); "
-                                            "rename it to have it processed")
             return
         self._settle.offer(path)
 
@@ -395,6 +389,20 @@ class NisExportFolder:
         version = sha[:16] if sha else f"{size}-{mtime_ns}"
         exc = FrameUnreadable(reason, source=SourceRef(uri=path_text(path), page=first_page or None, version=version))
         self._bad.append((exc, path, size, mtime_ns))
+
+    def _refuse_name(self, path: Path) -> None:
+        # Its name cannot be recorded as text (ledger, logs, provenance): refuse it once it
+        # settled, saying how to fix it, instead of failing on it at every start.
+        try:
+            st = os.stat(path, follow_symlinks=False)
+        except OSError:
+            self._vanished(path)
+            return
+        if self._fingerprints.unchanged(path, st.st_size, st.st_mtime_ns) is not None:
+            self._mark_taken(path, st.st_size, st.st_mtime_ns)  # refused before this restart
+            return
+        self._quarantine_file(path, f"file name is not valid UTF-8 ({path_text(path.name)}); "
+                                    "rename it to have it processed")
 
     def _vanished(self, path: Path) -> None:
         # Gone before a page of it was read: a temporary name of the write-then-rename

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 Key = tuple[tuple[str, Any], ...]
+
+
+STOP_POLL_S = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,9 +40,16 @@ class Inbox:
             self._expected.discard(key)
             self._cond.notify_all()
 
-    def take(self, key: Key, timeout_s: float) -> ArrivedImage | None:
+    def take(self, key: Key, timeout_s: float, stop: threading.Event | None = None) -> ArrivedImage | None:
+        """The image for ``key``; ``None`` after ``timeout_s`` or as soon as ``stop`` is set."""
+        deadline = time.monotonic() + timeout_s
         with self._cond:
-            self._cond.wait_for(lambda: key in self._images, timeout=timeout_s)
+            # Slices: a stop (SIGTERM) between time points wakes the wait within STOP_POLL_S.
+            while key not in self._images and not (stop is not None and stop.is_set()):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(min(left, STOP_POLL_S))
             image = self._images.pop(key, None)
             if image is None:
                 self._expected.discard(key)

@@ -38,6 +38,7 @@ from refocusd.drivers.micromanager.session import CoreSession
 log = structlog.get_logger(__name__)
 
 FINISH_TIMEOUT_S = 30.0
+STOP_FINISH_TIMEOUT_S = 3.0
 
 
 @dataclasses.dataclass(slots=True)
@@ -76,6 +77,7 @@ class MicroManagerRunDriver:
         self._hook_errors = 0
         self._last_plan_event: dict[str, Any] | None = None  # None: the stage may be anywhere
         self._closed = False
+        self._stop = threading.Event()  # the service's, once bound: every wait wakes on it
 
     # -- Microscope --------------------------------------------------------------------
 
@@ -156,6 +158,10 @@ class MicroManagerRunDriver:
         held.frame = new
         return new
 
+    def bind_stop(self, stop: threading.Event) -> None:
+        """``StopAware``: a SIGTERM wakes the wait for the next time point at once."""
+        self._stop = stop
+
     # -- the plan ----------------------------------------------------------------------
 
     def _run(self) -> Iterator[Frame]:
@@ -176,7 +182,10 @@ class MicroManagerRunDriver:
                     self._submit(self._plan_event(self._steps[submitted]))
                     submitted += 1
                 wait = self.settings.image_timeout_s + max(0.0, self._started_at + step.due_s - self._clock.now())
-                image = self._inbox.take(axes_key(step.axes), wait)
+                image = self._inbox.take(axes_key(step.axes), wait, self._stop)
+                if image is None and self._stop.is_set():
+                    log.info("driver.plan_stopped", at_step=i, steps=len(self._steps))
+                    return
                 if image is None:
                     self._recover(f"{step.coords.well} t{step.coords.t}: no image within {wait:.1f} s")
                     submitted = i + 1  # the aborted acquisition dropped the look-ahead; submit it again
@@ -291,10 +300,20 @@ class MicroManagerRunDriver:
         if acq is None:
             return
         try:
-            acq.mark_finished()
+            if self._stop.is_set():
+                # Stopping: events still waiting in the engine for their time point (up to
+                # an interval away) are dropped, not waited for.
+                acq.abort()
+            else:
+                acq.mark_finished()
         except Exception as exc:  # noqa: BLE001
             log.warning("driver.finish_failed", error=repr(exc))
-        if not _join_quietly(acq, FINISH_TIMEOUT_S):
+        if self._stop.is_set():
+            # The engine may sleep until a dropped event's time; the process is stopping, so
+            # it is given a moment, not FINISH_TIMEOUT_S (systemd's stop timeout is 120 s).
+            if not _join_quietly(acq, STOP_FINISH_TIMEOUT_S):
+                log.warning("driver.acquisition_left_running", reason="stopping", waited_s=STOP_FINISH_TIMEOUT_S)
+        elif not _join_quietly(acq, FINISH_TIMEOUT_S):
             log.error("driver.error", during="finish", error=f"acquisition did not finish within {FINISH_TIMEOUT_S} s")
 
     # -- frames ------------------------------------------------------------------------

@@ -181,3 +181,34 @@ def test_device_autofocus_that_does_not_find_focus_ends_in_reconstruction_not_a_
     retries = [f for f in ledger_frames(settings) if f["parent_id"] is not None]
     assert len(retries) == settings.refocus.max_retries
     assert all(r["label"] == "defocused" and r["position"] == 1 and abs(r["z_um"] - 6.0) < 1e-6 for r in retries)
+
+
+def test_stop_wakes_the_wait_for_the_next_time_point(mm_settings, plan_for):
+    """#14.10: with interval = 600 s, a stop (SIGTERM) between time points ends the run in
+    seconds, not at the next point."""
+    import threading
+    import time
+
+    settings = mm_settings(plan_for({}, n=2, loops=2, interval_s=600.0))
+    stop = threading.Event()
+    service = Service(settings, stop=stop)
+    service.start()
+    result = {}
+    runner = threading.Thread(target=lambda: result.setdefault("summary", service.run()))
+    try:
+        runner.start()
+        deadline = time.monotonic() + 120
+        while len(ledger_frames(settings)) < 2:  # time point 0 done; point 1 is 600 s away
+            assert time.monotonic() < deadline and runner.is_alive(), "time point 0 never finished"
+            time.sleep(0.1)
+        time.sleep(1.0)  # well inside the wait for point 1
+        asked = time.monotonic()
+        stop.set()
+        runner.join(60)
+        took = time.monotonic() - asked
+    finally:
+        stop.set()
+        runner.join(60)
+        service.close()
+    assert not runner.is_alive() and took < 15, f"stopped after {took:.1f} s"
+    assert result["summary"].frames == 2

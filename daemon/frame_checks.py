@@ -23,4 +23,8 @@ def frame_problem(pixels: object) -> str | None:
         return f"unsupported pixel type {pixels.dtype}"
     if pixels.dtype.kind == "f" and not np.isfinite(pixels).all():
         return "image contains NaN or infinite values"
+    if pixels.min() == pixels.max():
+        # Blank (capped lens, lamp off) or saturated: there is no focus to judge, and a
+        # classifier would call it defocused and queue a reconstruction of nothing.
+        return f"no signal: every pixel is {pixels.flat[0].item()!r} (blank, dark or saturated frame)"
     return None

@@ -70,6 +70,12 @@ IMAGE_CASES: dict[str, tuple[str, Callable[[], bytes]]] = {
     "truncated JPEG": ("truncated.jpg", lambda: _jpeg(NOISE)[:2000]),
     "zero-byte PNG": ("empty.png", lambda: b""),
     "half-written ND2": ("half.nd2", lambda: b"\xda\xce\xbe\x0a" + b"\0" * 4092),
+    # No signal at all: a capped lens, a lamp off, a saturated sensor (#14.20)
+    "blank frame": ("blank.tif", lambda: _tiff_bytes(np.zeros((128, 128), np.uint16))),
+    "saturated frame": ("saturated.tif", lambda: _tiff_bytes(np.full((128, 128), 255, np.uint8))),
+    "constant colour frame": ("grey_rgb.tif", lambda: _tiff_bytes(np.full((96, 96, 3), 77, np.uint8),
+                                                                  photometric="rgb")),
+    "constant float frame": ("flat.tif", lambda: _tiff_bytes(np.full((96, 96), 0.5, np.float32))),
 }
 
 CONFIG_CASES: dict[str, tuple[str, str]] = {

@@ -20,6 +20,10 @@ EXPECTED_REASON = {
     "complex pixels": "unsupported pixel type",
     "5-channel image": "shape",
     "absurd declared size": "declares 1000000x1000000 pixels",
+    "blank frame": "no signal",
+    "saturated frame": "no signal",
+    "constant colour frame": "no signal",
+    "constant float frame": "no signal",
 }
 
 

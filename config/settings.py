@@ -152,6 +152,18 @@ class MicroManagerSettings(Section):
         None, gt=0, description="follow mode: stop after this long without new images (None: follow until finished)."
     )
 
+    @field_validator("plan")
+    @classmethod
+    def _plan_keys_known(cls, plan: dict[str, Any] | None) -> dict[str, Any] | None:
+        # useq ignores unknown keys: a typo (stage_positon) would silently drop the positions.
+        if plan is not None:
+            import useq
+
+            unknown = _unknown_keys(useq.MDASequence, plan, "plan")
+            if unknown:
+                raise ValueError("unknown key(s) in the acquisition plan: " + ", ".join(unknown))
+        return plan
+
     @model_validator(mode="after")
     def _mode_has_inputs(self) -> MicroManagerSettings:
         if self.mode == "follow" and self.follow_dataset is None:
@@ -162,6 +174,37 @@ class MicroManagerSettings(Section):
             if self.backend == "headless" and (self.mm_dir is None or self.config_file is None):
                 raise ValueError("backend='headless' needs mm_dir and config_file")
         return self
+
+
+def _unknown_keys(model: type[BaseModel], data: dict[str, Any], prefix: str) -> list[str]:
+    """Dotted keys of ``data`` that ``model`` (a pydantic model that ignores extras) does not know."""
+    known: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        for key in {name, info.alias, info.validation_alias if isinstance(info.validation_alias, str) else None}:
+            if key:
+                known[key] = info.annotation
+    found = []
+    for key, value in data.items():
+        if key not in known:
+            found.append(f"{prefix}.{key}")
+            continue
+        submodels = _models_in(known[key])
+        items = value if isinstance(value, list | tuple) else [value]
+        for i, item in enumerate(items):
+            if isinstance(item, dict) and submodels:
+                where = f"{prefix}.{key}" + (f"[{i}]" if isinstance(value, list | tuple) else "")
+                # A union (time plans): a key is unknown only if no candidate model knows it.
+                per_model = [_unknown_keys(m, item, where) for m in submodels]
+                found.extend(min(per_model, key=len))
+    return found
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    from typing import get_args
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models_in(arg)]
 
 
 class DriverSettings(Section):

@@ -7,6 +7,7 @@ The runner only sees the :class:`~refocusd.drivers.base.Microscope` protocol and
 from refocusd.drivers.base import (
     Capabilities,
     Coordinates,
+    DriverConfigError,
     DriverError,
     DriverHealth,
     Frame,
@@ -24,6 +25,7 @@ __all__ = [
     "Capabilities",
     "Clock",
     "Coordinates",
+    "DriverConfigError",
     "DriverError",
     "DriverHealth",
     "Frame",

@@ -18,6 +18,10 @@ class DriverError(RuntimeError):
     """The microscope or frame source failed (hardware error, lost connection)."""
 
 
+class DriverConfigError(DriverError):
+    """The driver's configuration is wrong (a user mistake, exit 2): the message names the key."""
+
+
 class FrameUnreadable(DriverError):
     """A frame exists but cannot be used (truncated file, wrong shape, NaN pixels...).
 

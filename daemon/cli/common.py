@@ -15,7 +15,7 @@ from rich.markup import escape
 
 from refocusd.config import ConfigError
 from refocusd.daemon.errors import BackendUnavailable
-from refocusd.drivers import DriverError
+from refocusd.drivers import DriverConfigError, DriverError
 from refocusd.models import ModelError
 
 # Documented exit codes (README: "Exit codes").
@@ -63,6 +63,9 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(EXIT_USAGE) from None
     except ModelError as exc:
         err_console.print(f"[bold red]model error:[/] {exc}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+    except DriverConfigError as exc:  # before DriverError: a mistake in the file, not an outage
+        err_console.print(f"[bold red]microscope configuration error:[/] {exc}", highlight=False)
         raise typer.Exit(EXIT_USAGE) from None
     except DriverError as exc:
         err_console.print(f"[bold red]microscope error:[/] {exc}", highlight=False)

@@ -14,13 +14,13 @@ from typing import Any
 import useq
 
 from refocusd.config.settings import MicroManagerSettings, TimelapseSettings
-from refocusd.drivers.base import Coordinates, DriverError
+from refocusd.drivers.base import Coordinates, DriverConfigError
 from refocusd.drivers.micromanager.position_list import read_position_list
 
 RETRY_AXIS = "retry"
 
 
-class PlanError(DriverError):
+class PlanError(DriverConfigError):
     """The acquisition plan is missing or invalid."""
 
 

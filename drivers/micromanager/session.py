@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import structlog
 
 from refocusd.config.settings import MicroManagerSettings
-from refocusd.drivers.base import DriverError
+from refocusd.drivers.base import DriverConfigError, DriverError
 
 log = structlog.get_logger(__name__)
 
@@ -77,6 +77,8 @@ class CoreSession:
                 log.info("driver.connected", backend=s.backend, attempt=attempt + 1,
                          camera=self._core.get_camera_device())
                 return self._core
+            except DriverConfigError:
+                raise  # a configuration mistake: retrying cannot fix it, and it is no outage
             except Exception as exc:  # noqa: BLE001 - pymmcore/pyjavaz raise plain RuntimeError/OSError
                 self._core = None
                 last = exc
@@ -125,7 +127,14 @@ class CoreSession:
         core = self._core
         camera = core.get_camera_device()
         for name, value in self.settings.camera_properties.items():
-            core.set_property(camera, name, value)
+            try:
+                core.set_property(camera, name, value)
+            except Exception as exc:  # noqa: BLE001 - MMCore reports a bad property or value as a plain error
+                allowed = _allowed_values(core, camera, name)
+                raise DriverConfigError(
+                    f"driver.micromanager.camera_properties.{name}: camera {camera} refuses {value!r}"
+                    + (f" (allowed: {', '.join(allowed)})" if allowed else "") + f": {exc}"
+                ) from exc
 
     def _unreachable_message(self, last: Exception | None) -> str:
         s = self.settings
@@ -140,17 +149,24 @@ class CoreSession:
 _HEADLESS_CONFIG: dict[str, str] = {}
 
 
+def _allowed_values(core: Any, device: str, name: str) -> list[str]:
+    try:
+        return [str(v) for v in core.get_allowed_property_values(device, name)]
+    except Exception:  # noqa: BLE001 - no such property: no list to offer
+        return []
+
+
 def _headless_core(settings: MicroManagerSettings) -> Any:
     from mmpycorex import is_pymmcore_active
     from pycromanager import Core, start_headless
 
     mm_dir, cfg = settings.mm_dir, config_path(settings)
     if mm_dir is None or cfg is None:
-        raise MicroManagerUnavailable("backend='headless' needs mm_dir and config_file")
+        raise DriverConfigError("driver.micromanager: backend='headless' needs mm_dir and config_file")
     if not mm_dir.is_dir():
-        raise FileNotFoundError(f"Micro-Manager folder {mm_dir} does not exist")
+        raise DriverConfigError(f"driver.micromanager.mm_dir: Micro-Manager folder {mm_dir} does not exist")
     if not cfg.is_file():
-        raise FileNotFoundError(f"configuration file {cfg} does not exist")
+        raise DriverConfigError(f"driver.micromanager.config_file: configuration file {cfg} does not exist")
     if not is_pymmcore_active():
         start_headless(str(mm_dir), str(cfg), python_backend=True)
         _HEADLESS_CONFIG["cfg"] = str(cfg)

@@ -16,10 +16,19 @@ from refocusd.drivers.micromanager import CoreSession, MicroManagerUnavailable
 from refocusd.drivers.micromanager.run_driver import MicroManagerRunDriver
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def test_unreachable_micromanager_at_start_is_retried_with_backoff_then_a_clear_error(tmp_path):
+    # Nothing listens on the bridge port: unreachable. (A missing mm_dir is a configuration
+    # mistake, exit 2: test_config_mistakes.py, #14.16.)
     settings = MicroManagerSettings(
-        mm_dir=tmp_path / "no-micro-manager", config_file="MMConfig_demo.cfg", connect_retries=2,
-        connect_backoff_s=0.05, plan={},
+        backend="bridge", bridge_port=_free_port(), connect_retries=2, connect_backoff_s=0.05, plan={},
     )
     slept: list[float] = []
     session = CoreSession(settings, sleep=slept.append)
@@ -119,8 +128,8 @@ output_root = "out"
 [driver]
 kind = "micromanager"
 [driver.micromanager]
-mm_dir = "no-such-micro-manager"
-config_file = "MMConfig_demo.cfg"
+backend = "bridge"
+bridge_port = {_free_port()}
 connect_retries = 1
 connect_backoff_s = 0.01
 [driver.micromanager.plan]
@@ -132,7 +141,7 @@ classifier = "{bead_calibration}"
     result = subprocess.run([sys.executable, "-m", "refocusd.daemon.cli", "run", "--config", str(config)],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 3, result.stderr
-    assert "Micro-Manager not reachable" in result.stderr and "no-such-micro-manager" in result.stderr
+    assert "Micro-Manager not reachable" in result.stderr and "bridge on port" in result.stderr
     assert "after 2 attempt(s)" in result.stderr
 
 

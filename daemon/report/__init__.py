@@ -17,7 +17,7 @@ from pathlib import Path
 
 from refocusd.daemon.ledger import Ledger
 from refocusd.daemon.report.data import CATEGORIES, PlateData, PointRow, plates_from_frames, worst
-from refocusd.daemon.report.pictures import PlateMapLayout, parse_well, plate_map, timeline
+from refocusd.daemon.report.pictures import PlateMapLayout, parse_well, plate_map, timeline, well_sort_key
 
 __all__ = ["PlateReport", "write_report", "PlateMapLayout", "CATEGORIES"]
 
@@ -40,11 +40,11 @@ def write_report(ledger: Ledger, out: Path, *, rows: int, columns: int) -> list[
         folder = out / _safe(plate.experiment or "experiment") / _safe(plate.plate or "plate")
         folder.mkdir(parents=True, exist_ok=True)
         files = [_points_csv(plate, folder / "points.csv"), _wells_csv(plate, folder / "wells.csv")]
-        seen = [parse_well(w) for w in plate.by_well()]
+        seen = [place for w in plate.by_well() if (place := parse_well(w)) is not None]
         layout = PlateMapLayout(
             rows=max([rows, *(r + 1 for r, _ in seen)]), columns=max([columns, *(c + 1 for _, c in seen)])
         )
-        files.append(plate_map(plate, layout, folder / "plate_map.png"))
+        files.append(plate_map(plate, layout, folder / "plate_map.png"))  # positions that are not wells: CSVs
         if plate.timepoints > 1:
             files.append(timeline(plate, folder / "timeline.png"))
         reports.append(PlateReport(plate.experiment, plate.plate, len(plate.points), len(plate.by_well()),
@@ -64,7 +64,7 @@ def _wells_csv(plate: PlateData, path: Path) -> Path:
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["well", "points", *CATEGORIES, "colour"])
-        for well, counts in sorted(plate.by_well().items(), key=lambda item: parse_well(item[0])):
+        for well, counts in sorted(plate.by_well().items(), key=lambda item: well_sort_key(item[0])):
             writer.writerow([well, sum(counts.values()), *(counts[c] for c in CATEGORIES), worst(counts)])
     return path
 

@@ -109,3 +109,35 @@ def test_timeline_is_a_readable_picture(demo_report):
 
 def test_wells_parse_like_the_plate_settings():
     assert parse_well("A1") == (0, 0) and parse_well("H12") == (7, 11) and parse_well("AF48") == (31, 47)
+
+
+def test_report_on_position_names_that_are_not_wells(tmp_path):
+    """#14.12, #14.13: NIS frames (no well), Micro-Manager and HCS position names: CSVs and
+    pictures, no traceback; only real well names are placed on the plate map."""
+    from refocusd.daemon.ledger import Ledger
+    from refocusd.drivers import Coordinates, SourceRef
+
+    state = tmp_path / "state"
+    with Ledger.open(state / "ledger.sqlite") as ledger:
+        ledger.start_run("r", "odd", "{}", {})
+        for well in ("", "Pos0", "A1-Site_0", "p0", "B3", "Position 12"):
+            for t in (0, 1):
+                ledger.record_quarantine(run_id="r", source=SourceRef(uri=f"/data/{well or 'nis'}_{t}.tif"),
+                                         reason="test", experiment="odd",
+                                         coords=Coordinates(plate="p", well=well, t=t))
+    config = tmp_path / "report.toml"
+    config.write_text(f'[service]\nstate_dir = "{state}"\n')
+    result = subprocess.run([*REFOCUSD, "report", "--config", str(config), "--out", str(tmp_path / "report")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    folder = tmp_path / "report" / "odd" / "p"
+    assert {p.name for p in folder.iterdir()} >= {"points.csv", "wells.csv", "plate_map.png", "timeline.png"}
+    with open(folder / "wells.csv", newline="") as fh:
+        wells = {row["well"] for row in csv.DictReader(fh)}
+    assert wells == {"", "Pos0", "A1-Site_0", "p0", "B3", "Position 12"}
+    assert parse_well("A1-Site_0") == (0, 0) and parse_well("B3") == (1, 2)
+    for name in ("", "Pos0", "p0", "Position 12"):
+        assert parse_well(name) is None, name
+    # An 8 x 12 plate: nothing was stretched to fit 'p0' as row P or 'Pos0' as row POS.
+    assert Image.open(folder / "plate_map.png").size == PlateMapLayout(rows=8, columns=12).size

@@ -24,6 +24,7 @@ from typing import TextIO
 import structlog
 
 from refocusd.config import Settings
+from refocusd.config.errors import RefocusdError
 from refocusd.models.focus_measure_classifier import is_focus_measure_spec, load_focus_measure_classifier
 from refocusd.daemon.state.ledger import LEDGER_FILE, Ledger
 from refocusd.daemon.vocabulary import Reason
@@ -55,7 +56,7 @@ class RunSummary:
         return asdict(self)
 
 
-class StateDirBusy(RuntimeError):
+class StateDirBusy(RefocusdError, RuntimeError):
     """Another refocusd process is using the same state folder."""
 
 
@@ -312,9 +313,9 @@ class Service:
         assert self.ledger is not None
         requeued = self.ledger.requeue_running()
         interrupted = self.ledger.recover_interrupted(
-            Reason.INTERRUPTED.value,
+            Reason.INTERRUPTED,
             max_attempts=self.settings.reconstruction.max_attempts,
-            payload_extra={"source_root": _as_str(self.settings.driver.source_root)},
+            source_root=_as_str(self.settings.driver.source_root),
         )
         if requeued or interrupted:
             log.warning("daemon.recovered", jobs_requeued=requeued, refocus_interrupted=interrupted)

@@ -36,9 +36,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import structlog  # noqa: E402
 
+from refocusd.config.errors import ExitCode
 from refocusd.models.api import ModelError  # noqa: E402
 from refocusd.models.datasets import (  # noqa: E402
-    DEFOCUSED,
     FOCUSED,
     ClassifierData,
     DatasetError,
@@ -239,6 +239,9 @@ class _Loop:
 
 class TrainingInterrupted(ModelError):
     """Stopped before the first training step: there is nothing worth writing."""
+
+    exit_code = ExitCode.INTERRUPTED
+    label = ""  # the message says it all
 
 
 def _raise_if_stopped(stop: threading.Event | None) -> None:

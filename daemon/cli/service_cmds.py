@@ -16,7 +16,6 @@ from rich.table import Table
 from refocusd.config import Settings, load_settings
 from refocusd.config.loader import CONFIG_ENV, deep_merge
 from refocusd.daemon.cli.common import (
-    EXIT_RUNTIME,
     EXIT_UNHEALTHY,
     err_console,
     out_console,
@@ -210,23 +209,15 @@ def _install_reload_handler() -> threading.Event:
 
 def run(config: Path = CONFIG_OPTION) -> None:
     """Run the service until its plan completes or SIGTERM/SIGINT; SIGHUP reloads (README)."""
-    from refocusd.daemon.state.ledger import LedgerError
-    from refocusd.daemon.ops.metrics import MetricsUnavailable
-    from refocusd.daemon.service import StateDirBusy
-
     reload_requested = _install_reload_handler()  # first: SIGHUP's default action is to exit
     with user_errors():
         settings = load_settings(config)
         _configure_logging(settings)
         stop = _install_signal_handlers()
-        try:
-            summary = _run_service(
-                settings, stop, None, settings.service.experiment,
-                config_path=config, reload_requested=reload_requested,
-            )
-        except (LedgerError, StateDirBusy, MetricsUnavailable) as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
-            raise typer.Exit(EXIT_RUNTIME) from None
+        summary = _run_service(
+            settings, stop, None, settings.service.experiment,
+            config_path=config, reload_requested=reload_requested,
+        )
     print_json({"event": "run.summary", **summary.as_dict(), "stopped": stop.is_set()})
 
 
@@ -239,27 +230,20 @@ def status(
 ) -> None:
     """Counts, queue depth, recent errors and health; exit 1 when unhealthy (for monitoring)."""
     from refocusd.daemon.ops import health
-    from refocusd.daemon.state.ledger import Ledger, LedgerError
+    from refocusd.daemon.state.ledger import Ledger
 
     with user_errors():
         settings = load_settings(config)
         path = settings.service.state_dir / LEDGER_FILE
-        try:
-            snapshot = health.read_health(settings.service.state_dir / health.HEALTH_FILE)
-            with Ledger.open(path, read_only=True) as ledger:
-                report = {
-                    "ledger": str(path),
-                    "counts": ledger.counts(),
-                    "queue_depth": ledger.queue_depth(),
-                    "recent_errors": ledger.recent_errors(10),
-                }
-                oldest_job = ledger.oldest_pending_job_at()
-        except LedgerError as exc:
-            err_console.print(f"[bold red]ledger error:[/] {exc}")
-            raise typer.Exit(EXIT_RUNTIME) from None
-        except health.HealthFileError as exc:
-            err_console.print(f"[bold red]health file error:[/] {exc}", highlight=False)
-            raise typer.Exit(EXIT_RUNTIME) from None
+        snapshot = health.read_health(settings.service.state_dir / health.HEALTH_FILE)
+        with Ledger.open(path, read_only=True) as ledger:
+            report = {
+                "ledger": str(path),
+                "counts": ledger.counts(),
+                "queue_depth": ledger.queue_depth(),
+                "recent_errors": ledger.recent_errors(10),
+            }
+            oldest_job = ledger.oldest_pending_job_at()
     alive = None
     if snapshot is not None:
         # What status can measure itself is fresher than the daemon's last write.

@@ -29,7 +29,6 @@ from refocusd.daemon.cli.common import (
     user_errors,
 )
 
-EXIT_INTERRUPTED = 130  # the shell's convention for "stopped by SIGINT"
 
 train_app = typer.Typer(
     help="Train or fine-tune the networks on your own images (model folder out).",
@@ -57,19 +56,9 @@ def _quiet_logging(level: str) -> None:
 @contextmanager
 def _data_errors() -> Iterator[None]:
     """Data-folder problems get their own wording; everything else goes to user_errors()."""
-    from refocusd.models.datasets import DatasetError
-    from refocusd.models.training import TrainingInterrupted
-
     try:
-        with user_errors():
-            try:
-                yield
-            except DatasetError as exc:
-                err_console.print(f"[bold red]data error:[/] {exc}", highlight=False)
-                raise typer.Exit(EXIT_USAGE) from None
-            except TrainingInterrupted as exc:
-                err_console.print(f"[yellow]{exc}[/]", highlight=False)
-                raise typer.Exit(EXIT_INTERRUPTED) from None
+        with user_errors():  # data errors and interruptions carry their own label and exit code
+            yield
     except ValueError as exc:  # invalid option values the libraries reject
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(EXIT_USAGE) from None

@@ -14,43 +14,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import structlog
-import tifffile
 
-from refocusd.daemon.state.ledger import Job, Ledger
-from refocusd.daemon.output.provenance import build_provenance, sha256_file
-from refocusd.daemon.output.writer import DiskFull, OutputExists, reconstruction_path, write_reconstruction
-from refocusd.models import FrameReconstructor, Verdict
+from refocusd.daemon.output.pipeline import reconstruct_and_write, remove_stale_temporaries
+from refocusd.daemon.output.writer import DiskFull
+from refocusd.daemon.state.ledger import Ledger, LedgerError
+from refocusd.models import FrameReconstructor
 
 log = structlog.get_logger("refocusd.worker")
-
-
-class SourceUnavailable(RuntimeError):
-    """The raw frame a job refers to cannot be read any more."""
-
-
-def read_source(uri: str, page: int | None) -> np.ndarray:
-    if uri.lower().endswith(".nd2"):
-        return _read_nd2_frame(uri, page or 0)
-    try:
-        with tifffile.TiffFile(uri) as tif:
-            return tif.pages[page or 0].asarray()
-    except (OSError, ValueError, IndexError, tifffile.TiffFileError) as exc:
-        raise SourceUnavailable(f"cannot read raw frame {uri} (page {page or 0}): {exc}") from exc
-
-
-def _read_nd2_frame(uri: str, index: int) -> np.ndarray:
-    import nd2
-
-    # ``index`` is the plane: sequence index × channels + channel (see drivers/nis/readers.py).
-    try:
-        with nd2.ND2File(uri) as f:
-            channels = 1 if f.is_rgb else int(f.sizes.get("C", 1))
-            frame = f.read_frame(index // channels)
-    except Exception as exc:  # noqa: BLE001 - the nd2 reader raises many types on bad files
-        raise SourceUnavailable(f"cannot read raw frame {uri} (plane {index}): {exc}") from exc
-    return frame if channels == 1 else frame[index % channels]
 
 
 class ReconstructionWorker:
@@ -84,6 +55,8 @@ class ReconstructionWorker:
     # -- thread control ---------------------------------------------------------------
 
     def start(self) -> None:
+        """Clear what interrupted writes left under the output root, then start the threads."""
+        remove_stale_temporaries(self._output_root)
         for i in range(self._n_threads):
             thread = threading.Thread(target=self._loop, name=f"reconstruction-worker-{i}", daemon=True)
             thread.start()
@@ -113,86 +86,71 @@ class ReconstructionWorker:
     # -- one job ----------------------------------------------------------------------
 
     def run_once(self) -> bool:
-        """Run one queued job; ``False`` when the queue is empty."""
-        job = self._ledger.claim_job()
+        """Run one queued job; ``False`` when the queue is empty (or the ledger is busy)."""
+        try:
+            job = self._ledger.claim_job()
+        except LedgerError as exc:
+            # A locked or failing ledger is the machine's problem, not a job's: the thread
+            # lives on and asks again (after the idle wait), and says so in the log.
+            log.error("reconstruct.claim_failed", run_id=self._run_id, error=str(exc))
+            return False
         if job is None:
             return False
+        request = job.request
         jlog = log.bind(run_id=self._run_id, job_id=job.id, frame_id=job.frame_id, reason=job.reason,
-                        source=job.payload.get("source_uri"), **job.payload.get("coords", {}))
+                        source=request.source_uri, **request.coords)
         started = time.perf_counter()
         try:
-            output = self._reconstruct(job)
-        except OutputExists as exc:
-            # Done by an earlier run that crashed before recording it: keep that output.
-            self._ledger.complete_job(job.id, str(exc.path))
-            jlog.info("reconstruct.done", output=str(exc.path), already_written=True)
+            written = reconstruct_and_write(
+                request,
+                self._model(),
+                output_root=self._output_root,
+                reason=job.reason,
+                run_id=self._run_id,
+                parameters={"job_id": job.id, "attempt": job.attempts, "experiment": request.experiment},
+            )
         except DiskFull as exc:
             # Not the job's fault: keep it queued (attempt not counted) and wait for space.
-            self._ledger.release_job(job.id, str(exc))
+            error = str(exc)
+            self._guarded(jlog, "release_job", lambda: self._ledger.release_job(job.id, error))
             jlog.error("reconstruct.disk_full", error=str(exc), output_root=str(self._output_root),
-                       retry_in_s=self._disk_full_retry_s, queue_depth=self._ledger.queue_depth())
+                       retry_in_s=self._disk_full_retry_s, queue_depth=self._queue_depth())
             self._stop.wait(self._disk_full_retry_s)
         except Exception as exc:  # noqa: BLE001 - one bad job must not kill the worker
             with self._count_lock:
                 self.failed += 1
-            self._ledger.fail_job(job.id, f"{type(exc).__name__}: {exc}")
+            error = f"{type(exc).__name__}: {exc}"
+            self._guarded(jlog, "fail_job", lambda: self._ledger.fail_job(job.id, error))
             jlog.error("reconstruct.failed", attempt=job.attempts, max_attempts=job.max_attempts, error=str(exc))
         else:
-            with self._count_lock:
-                self.done += 1
-            self._ledger.complete_job(job.id, str(output))
-            jlog.info("reconstruct.done", output=str(output), duration_s=round(time.perf_counter() - started, 3))
+            if not written.already_written:
+                with self._count_lock:
+                    self.done += 1
+            self._guarded(jlog, "complete_job", lambda: self._ledger.complete_job(job.id, str(written.path)))
+            if written.already_written:
+                # Done by an earlier run that crashed before recording it: keep that output.
+                jlog.info("reconstruct.done", output=str(written.path), already_written=True)
+            else:
+                jlog.info("reconstruct.done", output=str(written.path),
+                          duration_s=round(time.perf_counter() - started, 3))
         return True
 
-    def _reconstruct(self, job: Job) -> Path:
-        payload = job.payload
-        source = Path(payload["source_uri"])
-        root = payload.get("source_root")
-        page = payload.get("source_page")
-        out_path = reconstruction_path(
-            source,
-            source_root=Path(root) if root else None,
-            output_root=self._output_root,
-            tag=None if page is None else f"page{page:05d}",
-        )
-        if out_path.exists():
-            raise OutputExists(out_path)
-        pixels = read_source(str(source), page)
-        reconstructor = self._model()
-        started = time.perf_counter()
-        restored = reconstructor.reconstruct(pixels)
-        provenance = build_provenance(
-            reason=job.reason,
-            source_path=source,
-            source_sha256=sha256_file(source),
-            coords=payload.get("coords", {}),
-            acquired_at=payload.get("acquired_at"),
-            verdict=_verdict(payload.get("verdict")),
-            reconstructor=reconstructor.provenance,
-            parameters={
-                "seconds": round(time.perf_counter() - started, 3),
-                "job_id": job.id,
-                "attempt": job.attempts,
-                "experiment": payload.get("experiment"),
-            },
-            run_id=self._run_id,
-            device=str(reconstructor.provenance.get("device", "cpu")),
-        )
-        return write_reconstruction(restored, out_path, provenance)
+    def _queue_depth(self) -> int | None:
+        try:
+            return self._ledger.queue_depth()
+        except LedgerError:
+            return None
+
+    def _guarded(self, jlog: structlog.typing.FilteringBoundLogger, op: str, call: Callable[[], object]) -> None:
+        """Record a job's end in the ledger; if the ledger fails, the job stays ``running``
+        and the next start queues it again (``requeue_running``): nothing is lost."""
+        try:
+            call()
+        except LedgerError as exc:
+            jlog.error("reconstruct.ledger_failed", op=op, error=str(exc))
 
     def _model(self) -> FrameReconstructor:
         with self._load_lock:  # several threads, one model
             if self._reconstructor is None:
                 self._reconstructor = self._load()
             return self._reconstructor
-
-
-def _verdict(recorded: dict | None) -> Verdict | None:
-    if not recorded:
-        return None
-    return Verdict(
-        p_focused=float(recorded["p_focused"]),
-        label=recorded["label"],
-        model_id=str(recorded.get("model", "")),
-        latency_s=0.0,
-    )

@@ -285,7 +285,7 @@ def test_recover_interrupted_queues_frames_left_mid_refocus(tmp_path: Path) -> N
             rec(3, action="reconstruct", outcome="refocusing", p=0.1), "missed_timepoint", {}
         )[0]
     with Ledger.open(path) as led:  # the next start
-        assert led.recover_interrupted("interrupted", payload_extra={"source_root": "/data"}) == 1
+        assert led.recover_interrupted("interrupted", source_root="/data") == 1
         assert led.recover_interrupted("interrupted") == 0  # idempotent
         row = next(led.frames(outcome="reconstruction_queued", action="reacquire"))
         assert (row["id"], row["reason"]) == (stuck, "interrupted")

@@ -24,6 +24,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict
 
 from refocusd.config.files import atomic_write
+from refocusd.models.api import FocusClassifier
 from refocusd.models.datasets import (
     DEFOCUSED,
     FOCUSED,
@@ -285,7 +286,7 @@ def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
-def _p_focused(classifier: Any, frames: Sequence[np.ndarray]) -> list[float]:
+def _p_focused(classifier: FocusClassifier, frames: Sequence[np.ndarray]) -> list[float]:
     return [v.p_focused for v in classifier.classify_batch(list(frames))]
 
 

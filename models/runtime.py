@@ -28,6 +28,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import contextlib  # noqa: E402
 import platform  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
@@ -41,6 +42,7 @@ import structlog  # noqa: E402
 from refocusd.models import store, tiling  # noqa: E402
 from refocusd.models.api import DeviceInfo, ModelError, Verdict, valid_threshold  # noqa: E402
 from refocusd.models.card import ModelCard  # noqa: E402
+from refocusd.models.tf_import import quiet_stderr, tensorflow  # noqa: E402
 from refocusd.models.preprocessing import (  # noqa: E402
     CLASSIFIER_INPUT_SIZE,
     as_hwc,
@@ -60,10 +62,8 @@ _NATIVE_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
 _MAX_CLASSIFIER_BATCH = 32
 
 
-def _tf() -> Any:
-    import tensorflow as tf
-
-    return tf
+def _tf() -> Any:  # Any: tensorflow ships no type information for its module object
+    return tensorflow()
 
 
 _device_lock = threading.Lock()
@@ -92,13 +92,11 @@ def select_device(pref: DevicePreference = "auto") -> DeviceInfo:
     if pref not in ("auto", "cpu", "gpu"):
         raise ModelError(f"device must be auto, cpu or gpu, not {pref!r}")
     tf = _tf()
-    with _device_lock:
+    with _device_lock, quiet_stderr("device query"):  # cuInit complains on CPU-only machines
         gpus = tf.config.list_physical_devices("GPU")
         for gpu in gpus:
-            try:
+            with contextlib.suppress(RuntimeError):  # initialised by an earlier load: growth was set then
                 tf.config.experimental.set_memory_growth(gpu, True)
-            except RuntimeError:
-                pass  # already initialised by an earlier load: growth was set then
     if pref == "cpu":
         info = DeviceInfo("cpu", _cpu_name(), "cpu requested")
     elif gpus:

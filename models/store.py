@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from refocusd.config.files import atomic_path, atomic_write
 from refocusd.models.api import ModelError
 from refocusd.models.card import CARD_FILE, ModelCard, ModelKind, library_versions
+from refocusd.models.tf_import import tensorflow
 
 if TYPE_CHECKING:
     import keras
@@ -127,6 +128,7 @@ def check_model(spec: str | Path, kind: ModelKind) -> ModelCard:
 def load_keras(folder: Path, card: ModelCard) -> keras.Model:
     """Verify the weights file against the card's SHA-256, then load it in safe mode."""
     path = verify_weights(folder, card)
+    tensorflow()  # imported with its C++ start-up chatter kept off stderr
     import keras
 
     import refocusd.models.layers  # noqa: F401  (registers the custom layers)

@@ -6,7 +6,6 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import typer
 from rich.console import Console
@@ -26,7 +25,6 @@ EXIT_UNHEALTHY = EXIT_FAILURES  # `refocusd status`: the service is unhealthy (m
 err_console = Console(stderr=True, soft_wrap=True)
 out_console = Console()
 
-
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Turn refocusd's typed errors into one clear message and the exit code they carry."""
@@ -42,8 +40,7 @@ def user_errors() -> Iterator[None]:
         err_console.print(prefix + escape(str(exc)), highlight=False)
         raise typer.Exit(exc.exit_code) from None
 
-
-def print_json(obj: Any) -> None:
+def print_json(obj: object) -> None:
     """One JSON object per line on stdout (machine-readable output)."""
     sys.stdout.write(json.dumps(obj, default=str) + "\n")
     sys.stdout.flush()

@@ -36,11 +36,12 @@ from refocusd.daemon.cli.common import (
 if TYPE_CHECKING:
     from refocusd.daemon.state.jobs import ReconstructionRequest
     from refocusd.models.api import FrameReconstructor
-    from refocusd.daemon.output.dask_backend import DaskReconstructor
-    from refocusd.models.runtime import Classifier, Reconstructor
+    from refocusd.models.api import FocusClassifier
+    from refocusd.models.runtime import DevicePreference
 
 
 _MODEL_HELP = "'default' (shipped), a model folder written by `refocusd train`, or its .keras file."
+_CLASSIFIER_HELP = _MODEL_HELP[:-1] + ", or a focus-measure calibration .json written by `refocusd calibrate`."
 _DEVICE_HELP = "auto (GPU when present), cpu or gpu."
 
 
@@ -92,7 +93,7 @@ def _quiet_logging() -> None:
 
 def classify(
     paths: list[Path] = typer.Argument(..., help="Image files or folders of images."),
-    model: str = typer.Option("default", "--model", "-m", help=_MODEL_HELP),
+    model: str = typer.Option("default", "--model", "-m", help=_CLASSIFIER_HELP),
     json_lines: bool = typer.Option(False, "--json", help="One JSON object per input on stdout."),
     device: str = typer.Option("auto", "--device", help=_DEVICE_HELP),
     threshold: float = typer.Option(
@@ -102,12 +103,12 @@ def classify(
     """Classify frames as focused or defocused with the paper's SDCNN."""
     _quiet_logging()
     with user_errors():
-        from refocusd.models.runtime import load_classifier
+        from refocusd.daemon.factories import build_classifier
 
         if not 0.0 < threshold < 1.0:
             err_console.print("[bold red]error:[/] --threshold must be strictly between 0 and 1")
             raise typer.Exit(2)
-        classifier = load_classifier(model, device=_device(device), threshold=threshold)
+        classifier = build_classifier(model, device=_device(device), threshold=threshold)
     rows: list[dict[str, Any]] = []
     for item in expand_inputs(paths):
         row = _classify_one(classifier, item)
@@ -119,7 +120,7 @@ def classify(
     raise typer.Exit(EXIT_FAILURES if any("error" in r for r in rows) else EXIT_OK)
 
 
-def _classify_one(classifier: Classifier, item: Input) -> dict[str, Any]:
+def _classify_one(classifier: FocusClassifier, item: Input) -> dict[str, Any]:
     from refocusd.models.preprocessing import PixelFormatError
 
     if item.problem:
@@ -201,14 +202,10 @@ def reconstruct(
     raise typer.Exit(EXIT_FAILURES if failed else EXIT_OK)
 
 
-def _reconstructor(model: str, device: Any, dask: str | None) -> Reconstructor | DaskReconstructor:
-    if dask:
-        from refocusd.daemon.output.dask_backend import DaskReconstructor
+def _reconstructor(model: str, device: DevicePreference, dask: str | None) -> FrameReconstructor:
+    from refocusd.daemon.factories import connect_dask, load_local_reconstructor
 
-        return DaskReconstructor.connect(dask, model, device=device)
-    from refocusd.models.runtime import load_reconstructor
-
-    return load_reconstructor(model, device=device)
+    return connect_dask(dask, model, device=device) if dask else load_local_reconstructor(model, device=device)
 
 
 def _request(item: Input) -> ReconstructionRequest:
@@ -251,7 +248,7 @@ def _reconstruct_one(reconstructor: FrameReconstructor, item: Input, out: Path,
     return {"path": str(item.path), "output": str(written.path)}
 
 
-def _device(value: str) -> Any:
+def _device(value: str) -> DevicePreference:
     from refocusd.models.api import ModelError
 
     if value not in ("auto", "cpu", "gpu"):

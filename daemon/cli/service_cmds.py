@@ -165,24 +165,37 @@ def demo(
     if json_output:
         print_json(totals)
         return
-    columns = {"frames": "frames", "focused": "focused", "defocused": "defocused",
-               "reacquired": "re-acquired", "reconstructed": "reconstructed", "quarantined": "quarantined"}
-    table = Table(title="refocusd demo")
-    table.add_column("phase")
-    for header in columns.values():
-        table.add_column(header, justify="right")
-    for name, s in zip(("plate scan", "time-lapse"), summaries, strict=False):
-        table.add_row(name, *(str(getattr(s, key)) for key in columns))
-    out_console.print(table)
-    out_console.print(
-        f"wall time {totals['wall_s']:.1f} s · ledger {out / 'state' / LEDGER_FILE} · "
-        f"reconstructions {out / 'reconstructions'} · logs {out / 'logs' / 'refocusd.jsonl'}"
-    )
+    out_console.print(_demo_table(summaries, totals))
+    # One path per line: the summary stays readable in an 80-column terminal.
+    out_console.print(f"wall time    {totals['wall_s']:.1f} s", highlight=False)
+    for name, path in (("ledger", out / "state" / LEDGER_FILE), ("outputs", out / "reconstructions"),
+                       ("logs", out / "logs" / "refocusd.jsonl")):
+        out_console.print(f"{name:<12} {path}", highlight=False, soft_wrap=True)
+
+
+#: The demo table's rows: RunSummary field → label.
+_DEMO_ROWS = {"frames": "frames", "focused": "focused", "defocused": "defocused", "reacquired": "re-acquired",
+              "reconstructed": "reconstructed", "quarantined": "quarantined"}
+
+
+def _demo_table(summaries: list[RunSummary], totals: dict[str, object]) -> Table:
+    """One row per count, one column per phase: narrow enough for 80 columns."""
+    table = Table(title="refocusd demo", title_justify="left")
+    table.add_column("")
+    phases = ("plate scan", "time-lapse")[: len(summaries)]
+    for name in (*phases, "total"):
+        table.add_column(name, justify="right", no_wrap=True)
+    rows = [s.as_dict() for s in summaries]
+    for key, label in _DEMO_ROWS.items():
+        table.add_row(label, *(str(row[key]) for row in rows), str(totals[key]))
+    return table
 
 
 def _totals(summaries: list[RunSummary], *, wall_s: float) -> dict[str, object]:
-    keys = ("frames", "focused", "defocused", "reacquired", "reconstructed", "reconstruction_failed", "queued", "quarantined")
-    totals: dict[str, object] = {k: sum(getattr(s, k) for s in summaries) for k in keys}
+    keys = ("frames", "focused", "defocused", "reacquired", "reconstructed", "reconstruction_failed", "queued",
+            "quarantined")
+    rows = [s.as_dict() for s in summaries]
+    totals: dict[str, object] = {k: sum(int(row[k]) for row in rows) for k in keys}
     totals["wall_s"] = round(wall_s, 3)
     totals["runs"] = [s.run_id for s in summaries]
     return totals
@@ -201,7 +214,7 @@ def _install_signal_handlers() -> threading.Event:
 
 
 def _install_reload_handler() -> threading.Event:
-    """SIGHUP only sets a flag; the supervision thread re-reads the file (daemon/reload.py)."""
+    """SIGHUP only sets a flag; the supervision thread re-reads the file (daemon/ops/reload.py)."""
     requested = threading.Event()
     signal.signal(signal.SIGHUP, lambda _signum, _frame: requested.set())
     return requested

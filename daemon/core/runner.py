@@ -120,6 +120,7 @@ class Runner:
                     log.info("runner.stop_requested", processed=processed)
                     break
         finally:
+            # getattr: a generator's close() runs its finally blocks; other iterators have none
             close = getattr(frames, "close", None)
             if close is not None:
                 close()

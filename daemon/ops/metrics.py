@@ -159,7 +159,7 @@ class MetricsServer:
     def __init__(self, settings: MetricsSettings, metrics: ServiceMetrics) -> None:
         self._settings = settings
         self._metrics = metrics
-        self._server: Any = None
+        self._server: Any = None  # Any: prometheus-client's WSGI server object is untyped
         self.url: str | None = None
 
     def start(self) -> str | None:

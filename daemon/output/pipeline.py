@@ -6,12 +6,12 @@ Steps: hash the source, choose the output name (:func:`output_path`), decide wha
 existing output means (``existing``), clear this output's own temporaries left by an
 interrupted write, read the plane with the one image reader, reconstruct, write.
 
-An output is unique to its source frame: the name keeps the source's extension unless it
-is plain ``.tif`` and carries the page of a multi-page source. Whether an existing output
-really belongs to the frame is decided by its provenance (the source SHA-256), never by
-its name alone: when another frame's reconstruction (or the reconstruction of a file since
-replaced under the same name) already holds the name, this frame's output gets the first
-12 hex digits of its source's SHA-256 in its name instead.
+An output is unique to its source frame. The name is the source's stem (without
+``.ome.tif(f)``/``.tif(f)``) plus the page of a multi-page source. Whether an existing output
+really belongs to the frame is decided by its provenance (the source SHA-256), never by its
+name alone: when another frame's reconstruction holds the name (``a.tif`` and ``a.tiff``
+share a stem; a file replaced under the same name keeps its old output), this frame's
+output gets the first 12 hex digits of its source's SHA-256 in its name instead.
 """
 
 from __future__ import annotations

@@ -43,9 +43,7 @@ log = structlog.get_logger(__name__)
 PROVENANCE_NAMESPACE = "urn:refocusd:provenance:v1"
 OUTPUT_SUFFIX = ".reconstructed.ome.tif"
 SIDECAR_SUFFIX = ".json"
-#: Only this suffix (any case) is dropped from a source's name: ``a.tif``, ``a.ome.tif`` and
-#: ``a.tiff`` are different frames and keep different names (``a``, ``a.ome``, ``a.tiff``).
-_DROPPED_SUFFIX = ".tif"
+_SOURCE_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".ome")
 _TAG_OK = re.compile(r"^[A-Za-z0-9._-]+$")
 
 _PIXEL_TYPES: dict[np.dtype, ome.PixelType] = {
@@ -90,8 +88,9 @@ def reconstruction_path(
 ) -> Path:
     """Where the reconstruction of ``source`` goes, mirroring its place under ``source_root``.
 
-    The stem is the source name without a final ``.tif`` (any case), so sources that differ
-    only in their extension keep different outputs. ``tag`` tells apart
+    The stem is the source name without ``.ome.tif(f)``/``.tif(f)``; sources that differ only
+    in that suffix are told apart by the pipeline's content tag
+    (:func:`refocusd.daemon.output.pipeline.output_path`). ``tag`` tells apart
     frames that share one source file (multi-page TIFF, ND2): ``run.nd2`` with
     ``tag="t003_p02"`` → ``run.nd2_t003_p02.reconstructed.ome.tif``. With
     ``source_root=None`` the output goes straight into ``output_root``.
@@ -187,8 +186,10 @@ def write_reconstruction(
 
 
 def _strip_suffix(name: str) -> str:
-    if name.lower().endswith(_DROPPED_SUFFIX) and len(name) > len(_DROPPED_SUFFIX):
-        return name[: -len(_DROPPED_SUFFIX)]
+    lower = name.lower()
+    for suffix in _SOURCE_SUFFIXES:
+        if lower.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
     return name
 
 

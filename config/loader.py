@@ -17,6 +17,7 @@ from typing import Any, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from refocusd.config.errors import UsageError
 from refocusd.config.settings import (
     DriverSettings,
     HealthSettings,
@@ -34,8 +35,10 @@ ENV_PREFIX = "REFOCUSD_"
 CONFIG_ENV = "REFOCUSD_CONFIG"  # the configuration file's path (CLI --config), not a setting
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError, ValueError):
     """The configuration is invalid. ``problems`` holds one line per bad key."""
+
+    label = "configuration error"
 
     def __init__(self, source: str, problems: list[str]) -> None:
         self.source = source

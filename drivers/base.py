@@ -13,13 +13,20 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from refocusd.config.errors import ExitCode, RefocusdError
 
-class DriverError(RuntimeError):
+
+class DriverError(RefocusdError, RuntimeError):
     """The microscope or frame source failed (hardware error, lost connection)."""
+
+    label = "microscope error"
 
 
 class DriverConfigError(DriverError):
     """The driver's configuration is wrong (a user mistake, exit 2): the message names the key."""
+
+    exit_code = ExitCode.USAGE
+    label = "microscope configuration error"
 
 
 class FrameUnreadable(DriverError):

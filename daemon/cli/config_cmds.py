@@ -15,7 +15,7 @@ config_app = typer.Typer(help="Validate or print configuration files.", no_args_
 @config_app.command("check")
 def check(file: Path = typer.Argument(..., help="TOML configuration file.")) -> None:
     """Validate FILE (and REFOCUSD_* environment overrides); exit 2 naming every problem."""
-    from refocusd.daemon.preflight import check_writable
+    from refocusd.daemon.ops.preflight import check_writable
 
     with user_errors():
         settings = load_settings(file)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -32,6 +31,8 @@ import numpy as np
 import structlog
 import tifffile
 
+from refocusd.config.errors import UsageError
+from refocusd.config.files import atomic_path, atomic_write
 from refocusd.models.synth.camera import Camera, illumination_field
 from refocusd.models.synth.optics import OBJECTIVES, Optics, render
 from refocusd.models.synth.specimen import random_specimen
@@ -52,8 +53,10 @@ PAIR_JITTER_UM = 1.5
 Progress = Callable[[int, int], None]
 
 
-class SynthError(RuntimeError):
+class SynthError(UsageError, RuntimeError):
     """A data set cannot be written as asked (bad request, unusable output folder)."""
+
+    label = "synth error"
 
 
 @dataclass(frozen=True)
@@ -228,19 +231,16 @@ def _manifest(request: SynthRequest, items: list[dict[str, Any]], *, complete: b
 
 
 def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(obj, indent=1) + "\n")
 
 
 def _write_tiff(path: Path, frame: np.ndarray, pixel_um: float) -> None:
-    tmp = path.with_name(path.name + ".tmp")
     per_cm = 1e4 / pixel_um
-    tifffile.imwrite(
-        tmp, frame, compression="zlib", photometric="minisblack",
-        resolution=(per_cm, per_cm), resolutionunit="CENTIMETER",
-    )
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(
+            tmp, frame, compression="zlib", photometric="minisblack",
+            resolution=(per_cm, per_cm), resolutionunit="CENTIMETER",
+        )
 
 
 def planned_paths(request: SynthRequest) -> list[str]:

@@ -102,7 +102,14 @@ def synth(
         _list_domains()
         return
     from refocusd.daemon.logging import configure_logging
-    from refocusd.models.synth.dataset import SynthError, SynthRequest, check_output_folder, generate_dataset
+    from refocusd.models.synth.dataset import (
+        SynthError,
+        SynthRequest,
+        check_no_collision,
+        check_output_folder,
+        generate_dataset,
+        plan_cleanup,
+    )
 
     configure_logging(level="warning")  # the progress bar is the feedback; keep stdout clean
     try:
@@ -126,7 +133,8 @@ def synth(
             domains=tuple(domain),
             exclude_domains=tuple(exclude_domain),
         )
-        check_output_folder(out, request.kind)  # refuse a wrong folder before any progress
+        if check_output_folder(out, request.kind):  # refuse a wrong folder before any progress
+            check_no_collision(plan_cleanup(out), request)
         started = time.perf_counter()
         columns = (
             TextColumn(f"synth {request.kind}"), BarColumn(), MofNCompleteColumn(),

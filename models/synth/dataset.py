@@ -403,50 +403,63 @@ def _planned_files(kind: str, n: int) -> Iterable[str]:
 
 @dataclass(frozen=True)
 class Cleanup:
-    """What regenerating in place removed, and the files it kept because synth did not
-    write them (a user's own frames, or a synth file changed since)."""
+    """Regenerating in place: the frames synth wrote before (to delete), and the files it
+    keeps because synth did not write them (a user's own, or a synth frame changed since)."""
 
-    removed: int
+    remove: tuple[Path, ...]
     kept: tuple[str, ...]
 
 
-def remove_previous_frames(out: Path) -> Cleanup:
-    """Delete the frames the previous run's manifest says synth wrote, and nothing else.
+def plan_cleanup(out: Path) -> Cleanup:
+    """What regenerating ``out`` in place deletes: the files the previous run's manifest says
+    synth wrote, and nothing else (no side effects).
 
-    A listed file is deleted only while its SHA-256 still matches the record; a file the
-    previous run planned but had not recorded (it was interrupted) is deleted with its
-    temporary twin. Every other file under the data folders stays.
+    A recorded file is ours only while its SHA-256 still matches the record; a file the
+    previous run planned but had not recorded (it was interrupted) is ours, and so are the
+    temporary twins of both. Every other file under the data folders is kept.
     """
     out = Path(out)
     old = _read_manifest(out)
     if not isinstance(old, dict) or old.get("kind") not in KINDS:
-        return Cleanup(0, ())
-    kind = str(old["kind"])
+        return Cleanup((), ())
+    kind: Kind = old["kind"]
     recorded: dict[str, str | None] = {}
     for item in old.get("items") or []:
         if not isinstance(item, dict):
             continue
+        digests = item.get("sha256") if isinstance(item.get("sha256"), dict) else {}
         for key in ("path", "input", "target"):
             if isinstance(item.get(key), str):
-                recorded[item[key]] = (item.get("sha256") or {}).get(item[key])
-    planned = set(_planned_files(kind, int(old.get("n") or 0)))
-    removed = 0
-    for rel in sorted(planned | set(recorded)):
+                recorded[item[key]] = digests.get(item[key])
+    n_old = old.get("n") if isinstance(old.get("n"), int) else 0
+    remove: list[Path] = []
+    for rel in sorted(set(_planned_files(kind, n_old)) | set(recorded)):
+        parts = Path(rel).parts
+        if len(parts) != 2 or parts[0] not in SUBDIRS[kind] or parts[1] in ("..", "."):
+            continue  # only ever a file directly in a data folder, whatever the manifest says
         path = out / rel
         tmp = path.with_name(path.name + ".tmp")
         if tmp.is_file():
-            tmp.unlink()
+            remove.append(tmp)
         if not path.is_file():
             continue
         digest = recorded.get(rel)
-        if rel in recorded and digest is not None and _sha256(path) != digest:
+        if digest is not None and _sha256(path) != digest:
             continue  # changed since synth wrote it: not ours any more
-        if rel in recorded or rel in planned:
-            path.unlink()
-            removed += 1
-    kept = tuple(sorted(str(p.relative_to(out)) for sub in SUBDIRS[kind]  # type: ignore[index]
-                        if (out / sub).is_dir() for p in (out / sub).iterdir() if p.is_file()))
-    return Cleanup(removed, kept)
+        remove.append(path)
+    doomed = set(remove)
+    kept = tuple(sorted(str(p.relative_to(out)) for sub in SUBDIRS[kind]
+                        if (out / sub).is_dir() for p in (out / sub).iterdir() if p.is_file() and p not in doomed))
+    return Cleanup(tuple(remove), kept)
+
+
+def check_no_collision(cleanup: Cleanup, request: SynthRequest) -> None:
+    """Refuse to write over a file that synth keeps (one it did not write)."""
+    clash = sorted(set(cleanup.kept) & set(_planned_files(request.kind, request.n)))
+    if clash:
+        shown = ", ".join(clash[:5]) + (" …" if len(clash) > 5 else "")
+        raise SynthError(f"the new data set would overwrite {len(clash)} file(s) that synth did not write "
+                         f"(or that changed since): {shown}; move them away or choose another --out")
 
 
 def generate_dataset(out: Path, request: SynthRequest, *, progress: Progress | None = None) -> dict[str, Any]:
@@ -456,7 +469,10 @@ def generate_dataset(out: Path, request: SynthRequest, *, progress: Progress | N
     files it kept are listed in the manifest under ``kept_files``.
     """
     out = Path(out)
-    cleanup = remove_previous_frames(out) if check_output_folder(out, request.kind) else Cleanup(0, ())
+    cleanup = plan_cleanup(out) if check_output_folder(out, request.kind) else Cleanup((), ())
+    check_no_collision(cleanup, request)
+    for path in cleanup.remove:
+        path.unlink(missing_ok=True)
     if cleanup.kept:
         log.warning("synth.kept_files", out=str(out), count=len(cleanup.kept), files=list(cleanup.kept[:10]))
     for sub in SUBDIRS[request.kind]:

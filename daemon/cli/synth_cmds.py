@@ -95,6 +95,7 @@ def synth(
         [], "--domain", help="Render only these domains (repeatable; see --list-domains).",
     ),
     exclude_domain: list[str] = typer.Option([], "--exclude-domain", help="Leave these domains out (repeatable)."),
+    workers: int = typer.Option(1, "--workers", min=1, max=64, help="Processes rendering in parallel (same files)."),
     list_domains: bool = typer.Option(False, "--list-domains", help="Print the domain vocabulary and exit."),
 ) -> None:
     """Render simulated training data (physical optics, many imaging modes and specimens, camera noise)."""
@@ -143,7 +144,8 @@ def synth(
         with Progress(*columns, console=err_console, transient=False) as bar:
             task = bar.add_task("synth", total=request.n)
             manifest = generate_dataset(
-                out, request, progress=lambda done, total: bar.update(task, completed=done, total=total)
+                out, request, progress=lambda done, total: bar.update(task, completed=done, total=total),
+                workers=workers,
             )
     except SynthError as exc:
         err_console.print(f"[bold red]synth error:[/] {exc}", highlight=False)

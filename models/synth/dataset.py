@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -52,7 +54,7 @@ from refocusd.models.synth.domains import (
     select_domains,
     specimen_sampling_um,
 )
-from refocusd.models.synth.optics import render
+from refocusd.models.synth.optics import render, set_fft_workers
 from refocusd.models.synth.specimen import random_specimen
 
 log = structlog.get_logger(__name__)
@@ -462,8 +464,25 @@ def check_no_collision(cleanup: Cleanup, request: SynthRequest) -> None:
                          f"(or that changed since): {shown}; move them away or choose another --out")
 
 
-def generate_dataset(out: Path, request: SynthRequest, *, progress: Progress | None = None) -> dict[str, Any]:
+def _worker_init() -> None:
+    set_fft_workers(1)  # one thread per process: the processes are the parallelism
+
+
+def _rendered(request: SynthRequest, workers: int) -> Iterator[RenderedItem]:
+    """Items 0..n-1 in order, rendered by ``workers`` processes (the same pixels as one)."""
+    if workers <= 1 or request.n == 1:
+        for index in range(request.n):
+            yield render_item(request, index)
+        return
+    with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init) as pool:
+        yield from pool.map(render_item, itertools.repeat(request, request.n), range(request.n), chunksize=1)
+
+
+def generate_dataset(out: Path, request: SynthRequest, *, progress: Progress | None = None,
+                     workers: int = 1) -> dict[str, Any]:
     """Render ``request`` into ``out``; returns the manifest (also in ``out/manifest.json``).
+
+    ``workers`` > 1 renders items in that many processes; files and manifest are the same.
 
     Regenerating a data set in place removes only the frames synth wrote before; the
     files it kept are listed in the manifest under ``kept_files``.
@@ -484,8 +503,8 @@ def generate_dataset(out: Path, request: SynthRequest, *, progress: Progress | N
     _write_json(out / MANIFEST, _manifest(request, records, complete=False))
     if progress is not None:
         progress(0, request.n)
-    for index in range(request.n):
-        item = render_item(request, index)
+    for item in _rendered(request, workers):
+        index = len(records)
         pixel_um = item.record["pixel_size_um"]
         digests = {rel: _write_tiff(out / rel, frame, pixel_um) for rel, frame in item.frames.items()}
         records.append({**item.record, "sha256": digests})

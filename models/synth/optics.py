@@ -50,8 +50,19 @@ _GOLDEN_ANGLE = math.pi * (3.0 - math.sqrt(5.0))
 _BATCH_ELEMENTS = 8_000_000  # complex64 elements per FFT batch (64 MB): bounds memory
 
 
+_FFT_THREADS: int | None = None
+
+
+def set_fft_workers(threads: int | None) -> None:
+    """Fix the scipy.fft thread count (None: automatic); parallel generators use 1 per process."""
+    global _FFT_THREADS
+    _FFT_THREADS = threads
+
+
 def fft_workers() -> int:
     """Threads for scipy.fft: all cores, at most 4 (more gains little at these sizes)."""
+    if _FFT_THREADS is not None:
+        return _FFT_THREADS
     return max(1, min(4, os.cpu_count() or 1))
 
 

@@ -238,3 +238,12 @@ def test_domain_selection_and_request_validation() -> None:
                          ({"objective": "60x"}, "objective")):
         with pytest.raises(SynthError, match=message):
             SynthRequest(kind="classifier", n=1, **bad)  # type: ignore[arg-type]
+
+
+def test_parallel_workers_write_the_same_files(tmp_path: Path) -> None:
+    request = SynthRequest(kind="reconstructor", n=4, size=32, seed=9)
+    one = generate_dataset(tmp_path / "one", request)
+    two = generate_dataset(tmp_path / "two", request, workers=2)
+    assert one["items"] == two["items"]
+    files = {k: v for k, v in _files(tmp_path / "one").items() if k != "manifest.json"}
+    assert files == {k: v for k, v in _files(tmp_path / "two").items() if k != "manifest.json"}

@@ -74,7 +74,7 @@ PAIR_JITTER_UM = 1.5  # at 10x and below; 20x/40x scale it as 1/magnification
 MIN_FIELD_UM = 64.0  # the specimen is at least this wide (whole cells in a small crop)
 DEFOCUSED_MAX_DOF = 8.0  # classifier negatives reach 8 depths of field
 SIGNAL_E_RANGE = (30.0, 30_000.0)  # electrons at the background (transmitted light)
-FLUO_PEAK_E_RANGE = (20.0, 5_000.0)  # electrons at the brightest emitters (fluorescence)
+FLUO_PEAK_E_RANGE = (20.0, 5_000.0)  # electrons at a typical stained nucleus (fluorescence)
 
 Progress = Callable[[int, int], None]
 
@@ -243,13 +243,12 @@ def render_item(request: SynthRequest, index: int) -> RenderedItem:
     read_noise = float(rng.uniform(0.8, 3.0))
     if fluorescence:
         signal_e = _log_uniform(rng, *FLUO_PEAK_E_RANGE)
-        fill = float(rng.uniform(0.4, 0.8))
+        fill = float(rng.uniform(0.3, 0.6))
         autofluorescence = float(rng.uniform(0.005, 0.05))
-        peak = max(float(np.percentile(specimen.emission, 99.9)), 1e-3)  # type: ignore[arg-type]
     else:
         signal_e = _log_uniform(rng, *SIGNAL_E_RANGE)
         fill = float(rng.uniform(0.25, 0.5))
-        autofluorescence, peak = 0.0, 1.0
+        autofluorescence = 0.0
     camera = Camera(bit_depth=request.bit_depth, full_well_e=signal_e / fill, read_noise_e=read_noise,  # type: ignore[arg-type]
                     background_fill=fill)
     exposure = float(rng.uniform(0.8, 1.2))
@@ -257,8 +256,8 @@ def render_item(request: SynthRequest, index: int) -> RenderedItem:
 
     def shoot(z_um: float) -> np.ndarray:
         intensity = render(specimen, z_um, optics, out_shape=(out_px, out_px))[crop : crop + size, crop : crop + size]
-        if fluorescence:
-            intensity = intensity / peak + autofluorescence
+        if fluorescence:  # emission 1 (a typical stained nucleus) collects signal_e electrons
+            intensity = intensity + autofluorescence
         return camera.expose(intensity * lamp * dust, rng, exposure_scale=exposure)
 
     record: dict[str, Any] = {
@@ -279,7 +278,7 @@ def render_item(request: SynthRequest, index: int) -> RenderedItem:
         "density": round(specimen.density, 4),
         "n_cells": specimen.n_cells,
         "noise": {
-            "signal_e": round(signal_e, 1),  # background (transmitted) or peak emitter (fluorescence)
+            "signal_e": round(signal_e, 1),  # background (transmitted) or a stained nucleus (fluorescence)
             "read_noise_e": round(read_noise, 3),
             "relative_noise": round(math.sqrt(signal_e * exposure + read_noise**2) / (signal_e * exposure), 5),
             "full_well_e": round(camera.full_well_e, 1),
@@ -331,6 +330,8 @@ def _manifest(request: SynthRequest, items: list[dict[str, Any]], *, complete: b
             "domain_filter": {"include": list(request.domains), "exclude": list(request.exclude_domains)},
             "label_rule": "focused iff |z_um| <= depth_of_field_um / 2" if request.kind == "classifier" else None,
             "depth_of_field": "lambda/NA^2 + pixel_size_um/NA (n = 1, dry objective)",
+            "z_convention": "z_um = focal plane minus specimen plane along the light path (µm); "
+                            "z_um > 0: focused past the specimen; moving focus by -z_um refocuses",
             "defocused_max_dof": DEFOCUSED_MAX_DOF if request.kind == "classifier" else None,
             "defocus_plans": {m: asdict(PLANS[m]) for m in mags} if request.kind == "reconstructor" else None,
             "min_field_um": MIN_FIELD_UM,

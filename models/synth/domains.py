@@ -30,7 +30,7 @@ DOMAIN_HELP: dict[str, str] = {
                       "same ring ranges",
     "brightfield": "transmitted bright field, condenser NA 0.2–0.9 × objective NA (defocus contrast of phase objects)",
     "fluorescence": "incoherent emitters (random nuclear/cytoplasmic stain), emission λ 0.45–0.67 µm, dark "
-                    "background (autofluorescence 0.5–5 % of the peak); defocus blur symmetric in z",
+                    "background (autofluorescence 0.5–5 % of a stained nucleus); defocus blur symmetric in z",
     "dic": "ideal Nomarski DIC: shear 0.3–0.8 × λ/(2NA), bias ±(0.1–0.5) π, any shear direction, "
            "condenser 0.4–0.9 × NA",
     "oblique": "oblique bright field: condenser disc of 0.1–0.3 × NA decentred by 0.5–1.0 × NA",

@@ -290,7 +290,10 @@ def render(
     weights = weights.astype(np.float64) / weights.sum()
 
     # Background of a clear specimen: each direction's DC passes the pupil at +shift.
-    direct = np.abs(pupil[shifts[:, 0] + ry, shifts[:, 1] + rx]) ** 2
+    # (A direction outside the pupil, as in oblique light, adds dark-field light only.)
+    inside = (np.abs(shifts[:, 0]) <= ry) & (np.abs(shifts[:, 1]) <= rx)
+    iy, ix = np.clip(shifts[:, 0] + ry, 0, 2 * ry), np.clip(shifts[:, 1] + rx, 0, 2 * rx)
+    direct = np.where(inside, np.abs(pupil[iy, ix]) ** 2, 0.0)
     background = float(np.sum(weights * direct))
     if background <= 0.0:
         raise ValueError("no illumination direction reaches the pupil")

@@ -172,3 +172,11 @@ def test_dust_and_strong_illumination_gradients_stay_physical() -> None:
     lamp = illumination_field((128, 160), np.random.default_rng(5), strength=3.0)
     assert float(lamp.min()) > 0.0 and float(lamp.mean()) == pytest.approx(1.0, abs=1e-4)
     assert float(lamp.max() - lamp.min()) > 0.1
+
+
+def test_oblique_light_partly_outside_the_pupil_adds_dark_field() -> None:
+    spec, _ = _weak_phase_bump(64, 0.5)
+    optics = Optics(na=0.3, modality="oblique", brightfield_condenser_na=0.1, oblique_offset_na=0.28)
+    image = render(spec, 2.0, optics)
+    assert np.isfinite(image).all()
+    assert float(np.median(image)) == pytest.approx(1.0, abs=0.05)  # normalised by the direct light

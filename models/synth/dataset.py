@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import scipy.fft as sfft
 import structlog
 import tifffile
 
@@ -215,10 +216,12 @@ def render_item(request: SynthRequest, index: int) -> RenderedItem:
 
     # The rendered field: the frame, or MIN_FIELD_UM when the frame is smaller (a centred
     # crop of it is the frame); the specimen at the coarsest sampling the optics resolve.
-    out_px = max(size, int(math.ceil(MIN_FIELD_UM / pixel)))
+    # Grid sides are FFT-friendly lengths (a prime side costs several times more).
+    min_px = int(math.ceil(MIN_FIELD_UM / pixel))
+    out_px = size if size >= min_px else sfft.next_fast_len(min_px, real=True)
     field_um = out_px * pixel
     optics, optics_record = draw_optics(mode, magnification, na, rng, field_um)
-    grid_px = max(16, int(math.ceil(field_um / min(specimen_sampling_um(optics), pixel * out_px / 16))))
+    grid_px = sfft.next_fast_len(max(16, int(math.ceil(field_um / specimen_sampling_um(optics)))), real=True)
     dof = optics.depth_of_field_total_um(pixel)
 
     if request.kind == "classifier":

@@ -52,6 +52,7 @@ from refocusd.models.synth.domains import (
     DomainSelection,
     LAYOUT_OF,
     draw_optics,
+    optics_record,
     select_domains,
     specimen_sampling_um,
 )
@@ -220,7 +221,7 @@ def render_item(request: SynthRequest, index: int) -> RenderedItem:
     min_px = int(math.ceil(MIN_FIELD_UM / pixel))
     out_px = size if size >= min_px else sfft.next_fast_len(min_px, real=True)
     field_um = out_px * pixel
-    optics, optics_record = draw_optics(mode, magnification, na, rng, field_um)
+    optics = draw_optics(mode, magnification, na, rng, field_um)
     grid_px = sfft.next_fast_len(max(16, int(math.ceil(field_um / specimen_sampling_um(optics)))), real=True)
     dof = optics.depth_of_field_total_um(pixel)
 
@@ -275,7 +276,7 @@ def render_item(request: SynthRequest, index: int) -> RenderedItem:
         "depth_of_field_um": round(dof, 4),
         "z_um": round(z, 4),
         "z_over_dof": round(z / dof, 4),
-        "optics": optics_record,
+        "optics": optics_record(optics),  # optics_from_record() gives the exact Optics back
         "substrate": specimen.substrate,
         "cell_type": specimen.cell_type,
         "density": round(specimen.density, 4),

@@ -259,7 +259,8 @@ def render_item(request: SynthRequest, index: int) -> RenderedItem:
     crop = (out_px - size) // 2
 
     def shoot(z_um: float) -> np.ndarray:
-        intensity = render(specimen, z_um, optics, out_shape=(out_px, out_px))[crop : crop + size, crop : crop + size]
+        intensity = render(specimen, z_um, optics, out_shape=(out_px, out_px), pixel_integration=True)
+        intensity = intensity[crop : crop + size, crop : crop + size]
         if fluorescence:  # emission 1 (a typical stained nucleus) collects signal_e electrons
             intensity = intensity + autofluorescence
         return camera.expose(intensity * lamp * dust, rng, exposure_scale=exposure)

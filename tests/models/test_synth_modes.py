@@ -182,3 +182,16 @@ def test_oblique_light_partly_outside_the_pupil_adds_dark_field() -> None:
     image = render(spec, 2.0, optics)
     assert np.isfinite(image).all()
     assert float(np.median(image)) == pytest.approx(1.0, abs=0.05)  # normalised by the direct light
+
+
+def test_pixel_integration_is_the_detector_mtf() -> None:
+    spec, r = _weak_phase_bump(128, 0.25)
+    for optics in (PC, Optics(na=0.3, modality="fluorescence")):
+        if optics.modality == "fluorescence":
+            spec = Specimen(spec.transmission, 0.25, emission=np.exp(-(r**2) / 2.0).astype(np.float32))
+        point = render(spec, 0.0, optics, out_shape=(64, 64))
+        boxed = render(spec, 0.0, optics, out_shape=(64, 64), pixel_integration=True)
+        assert float(boxed.mean()) == pytest.approx(float(point.mean()), rel=1e-4)  # light is kept
+        assert 0.5 * float(point.std()) < float(boxed.std()) < float(point.std())  # fine detail softened
+    clear = Specimen(np.ones((64, 64), np.complex64), 0.5)
+    np.testing.assert_allclose(render(clear, 5.0, PC, out_shape=(32, 32), pixel_integration=True), 1.0, atol=1e-4)

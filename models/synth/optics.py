@@ -16,9 +16,12 @@ Physics (scalar, thin object, Köhler illumination):
   intensities are summed. A single coherent plane wave would ring; real microscopes do not.
 * Negative phase contrast retards the direct light (``phase_ring_shift_rad < 0``); apodised
   rings (Nikon ADL-like) add weakly absorbing bands beside the phase ring, which damps halos.
-* DIC (ideal Nomarski model): two copies of the field sheared by ``dic_shear_um`` with a
-  bias phase interfere; for every illumination direction that is the linear pupil filter
-  ``sin(π f·s + β/2)``, so it goes in the pupil like the phase ring.
+* DIC (ideal Nomarski model): the condenser prism splits each illumination wave into two
+  copies sheared by ``dic_shear_um`` with a bias phase β, the objective prism recombines
+  them, so every illumination direction sees the sheared difference of the specimen,
+  ``(e^{iβ/2} t(x + s/2) − e^{−iβ/2} t(x − s/2)) / 2i``: the specimen spectrum times
+  ``sin(π k·s + β/2)`` (k the specimen frequency), then ordinary bright-field imaging.
+  The background is ``sin²(β/2)`` for every direction, as the prisms' compensation gives.
 * Fluorescence is incoherent: the emitter density is blurred by the intensity PSF
   ``|h_z|²`` (its OTF is computed from the same defocused pupil at the emission wavelength).
   Without aberrations ``|h_z|² = |h_−z|²``: the blur is symmetric in z.
@@ -123,6 +126,8 @@ class Optics:
             problems.append("phase ring apodisation: want 0 < T ≤ 1 and width ≥ 0")
         if self.dic_shear_um < 0:
             problems.append(f"dic_shear_um={self.dic_shear_um} (want ≥ 0)")
+        if self.modality == "dic" and abs(math.sin(self.dic_bias_rad / 2.0)) < 1e-3:
+            problems.append("DIC without bias (dic_bias_rad ≈ 0) has a black background: want a bias")
         if self.emission_wavelength_um is not None and not 0.0 < self.emission_wavelength_um < 5.0:
             problems.append(f"emission_wavelength_um={self.emission_wavelength_um} (want 0 < λ < 5 µm)")
         if self.n_illumination_directions < 1:
@@ -189,8 +194,8 @@ def pupil_function(optics: Optics, ky: np.ndarray, kx: np.ndarray, z_um: float, 
                    min_margin: float = 0.0) -> np.ndarray:
     """Objective pupil at frequencies (ky, kx) (1/µm), defocused by ``z_um`` (complex64).
 
-    Holds the phase ring (phase contrast, with its apodising side bands) or the DIC shear
-    filter; ``min_margin`` (1/µm) widens the ring to at least the frequency spacing.
+    Holds the phase ring in phase contrast, with its apodising side bands; ``min_margin``
+    (1/µm) widens the ring to at least the frequency spacing.
     """
     lam = wavelength_um or optics.wavelength_um
     fr = np.sqrt(ky**2 + kx**2)
@@ -208,10 +213,6 @@ def pupil_function(optics: Optics, ky: np.ndarray, kx: np.ndarray, z_um: float, 
         if width > 0 and optics.phase_ring_apodization_transmission < 1.0:
             bands = ((fr >= lo - width) & (fr < lo)) | ((fr > hi) & (fr <= hi + width))
             pupil = np.where(bands, pupil * np.float32(math.sqrt(optics.phase_ring_apodization_transmission)), pupil)
-    elif optics.modality == "dic":
-        a = optics.dic_angle_rad
-        along = ky * math.sin(a) + kx * math.cos(a)
-        pupil = pupil * np.sin(math.pi * along * optics.dic_shear_um + optics.dic_bias_rad / 2.0)
     return pupil.astype(np.complex64)
 
 
@@ -296,6 +297,8 @@ def render(
     inside = (np.abs(shifts[:, 0]) <= ry) & (np.abs(shifts[:, 1]) <= rx)
     iy, ix = np.clip(shifts[:, 0] + ry, 0, 2 * ry), np.clip(shifts[:, 1] + rx, 0, 2 * rx)
     direct = np.where(inside, np.abs(pupil[iy, ix]) ** 2, 0.0)
+    if optics.modality == "dic":
+        direct = direct * math.sin(optics.dic_bias_rad / 2.0) ** 2
     background = float(np.sum(weights * direct))
     if background <= 0.0:
         raise ValueError("no illumination direction reaches the pupil")
@@ -310,6 +313,13 @@ def render(
     px = rx + int(np.abs(shifts[:, 1]).max()) + 1
     spad = np.zeros((ny + 2 * py, nx + 2 * px), dtype=np.complex64)
     spad[py : py + ny, px : px + nx] = spec
+    if optics.modality == "dic":  # the prisms' sheared difference, on the specimen spectrum
+        a = optics.dic_angle_rad
+        sky = (np.arange(ny) - ny // 2)[:, None] / ly
+        skx = (np.arange(nx) - nx // 2)[None, :] / lx
+        along = sky * math.sin(a) + skx * math.cos(a)
+        spad[py : py + ny, px : px + nx] *= np.sin(math.pi * optics.dic_shear_um * along
+                                                  + optics.dic_bias_rad / 2.0).astype(np.float32)
     cy, cx = py + ny // 2, px + nx // 2
 
     batch = max(1, min(len(shifts), _BATCH_ELEMENTS // (my * mx)))

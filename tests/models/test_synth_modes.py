@@ -195,3 +195,15 @@ def test_pixel_integration_is_the_detector_mtf() -> None:
         assert 0.5 * float(point.std()) < float(boxed.std()) < float(point.std())  # fine detail softened
     clear = Specimen(np.ones((64, 64), np.complex64), 0.5)
     np.testing.assert_allclose(render(clear, 5.0, PC, out_shape=(32, 32), pixel_integration=True), 1.0, atol=1e-4)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_clear_field_renders_flat_in_every_mode(mode: str) -> None:
+    """No specimen, no contrast: the background is uniform at any defocus (DIC included:
+    its prisms compensate every illumination direction alike)."""
+    optics = draw_optics(mode, 20.0, 0.45, np.random.default_rng(1), 32.0)
+    clear = Specimen(np.ones((64, 64), np.complex64), 0.5, emission=np.ones((64, 64), np.float32))
+    for z in (0.0, -12.0):
+        np.testing.assert_allclose(render(clear, z, optics, out_shape=(48, 48)), 1.0, atol=2e-3)
+    with pytest.raises(ValueError, match="bias"):
+        Optics(modality="dic", dic_bias_rad=0.0)

@@ -372,6 +372,7 @@ def evaluate_classifier(
     rows = []
     for group, values in (("domain", [i.domain for i in infos]),
                           ("mode", [i.domain.split("/")[0] for i in infos]),
+                          ("specimen", [i.domain.split("/")[-1] for i in infos]),
                           ("objective", [i.objective or "?" for i in infos]), ("size", sizes)):
         keys = np.asarray(values)
         if len(set(values)) > 1 or group == "size":

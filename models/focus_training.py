@@ -93,6 +93,8 @@ class CropTrainConfig:
     defocus_weight: float = 0.3
     augment: bool = True
     resume: bool = False
+    exclude_domains: tuple[str, ...] = ()  # leave out frames of these modes or specimens
+    exclude_pixel_um: tuple[float, float] | None = None  # ... or pixel sizes in this range
     name: str = "focusnet"
     version: str | None = None
     command: str = ""
@@ -297,6 +299,12 @@ def train_crop_classifier(
     data = scan_classifier_folders(list(cfg.data))
     frames = frame_infos(data, cfg.frame_pixel_um)
     groups = np.concatenate([i * 2 + f.labels for i, f in enumerate(data.folders)])
+    keep = np.array([not _excluded(f, cfg) for f in frames])
+    if not keep.all():
+        log.info("train.excluded", frames=int((~keep).sum()), domains=list(cfg.exclude_domains),
+                 pixel_um=cfg.exclude_pixel_um)
+        frames = [f for f, k in zip(frames, keep, strict=True) if k]
+        groups = groups[keep]
     train_frames, val_frames = split_indices(groups, cfg.val_fraction, cfg.seed)
     if len(train_frames) == 0:
         raise DatasetError(f"data folders {[str(p) for p in cfg.data]}: no images left for training")
@@ -394,12 +402,21 @@ def train_crop_classifier(
                 "crops_per_frame": cfg.crops_per_frame, "val_fraction": cfg.val_fraction,
                 "augmentation": "flips+rot90+gamma+polarity (z sign flipped)" if cfg.augment else None,
                 "train_frames": int(len(train_frames)), "validation_frames": int(len(val_frames)),
-                "domains": domains, "seconds": round(time.perf_counter() - started, 1),
+                "domains": domains, "excluded_domains": list(cfg.exclude_domains),
+                "excluded_pixel_um": cfg.exclude_pixel_um,
+                "seconds": round(time.perf_counter() - started, 1),
             },
         ),
         metrics={"validation": {k: _round(v) for k, v in (loop.best_val or {}).items()}},
     )
     return _finish(model=model, loop=loop, out=Path(cfg.out), card=card)
+
+
+def _excluded(frame: FrameInfo, cfg: CropTrainConfig) -> bool:
+    if cfg.exclude_domains and set(frame.domain.split("/")) & set(cfg.exclude_domains):
+        return True
+    lo_hi = cfg.exclude_pixel_um
+    return bool(lo_hi and frame.pixel_size_um is not None and lo_hi[0] <= frame.pixel_size_um <= lo_hi[1])
 
 
 def _as_dict(cfg: CropTrainConfig) -> dict[str, Any]:

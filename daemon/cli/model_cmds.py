@@ -221,12 +221,15 @@ def _print_table(rows: list[dict[str, Any]], model_id: str) -> None:
     table.add_column("path", overflow="fold")
     table.add_column("p(focused)", justify="right")
     table.add_column("label")
+    table.add_column("defocus µm", justify="right")
     for row in rows:
         if "error" in row:
-            table.add_row(row["path"], "", f"[red]error: {row['error']}[/]")
+            table.add_row(row["path"], "", f"[red]error: {row['error']}[/]", "")
         else:
             colour = "green" if row["label"] == "focused" else "yellow"
-            table.add_row(row["path"], f"{row['p_focused']:.4f}", f"[{colour}]{row['label']}[/]")
+            defocus = row.get("defocus_um")
+            shown = "" if defocus is None else f"{defocus:+.1f} ± {row['defocus_sigma_um']:.1f}"
+            table.add_row(row["path"], f"{row['p_focused']:.4f}", f"[{colour}]{row['label']}[/]", shown)
     out_console.print(table)
     counts = {label: sum(r.get("label") == label for r in rows) for label in ("focused", "defocused")}
     errors = sum("error" in r for r in rows)

@@ -122,6 +122,8 @@ def test_polarity_inversion_and_rotation_do_not_flip_clear_labels(classifier, fi
             assert verdict.label == want, (pixel, z, verdict.p_focused)
 
 
+@pytest.mark.xfail(strict=True, reason="issue 11 target not met by focusnet@2.0.0: it calls every "
+                   "bright-field defocus of a pure phase object negative (BENCHMARKS.md, Crop classifier)")
 def test_defocus_sign_follows_z_on_a_pure_phase_object(classifier) -> None:
     """Bright field of a thin phase specimen (no absorption): the sign of z is visible."""
     rng = np.random.default_rng(5)

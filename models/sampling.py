@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from refocusd.models.api import FocusClassifier, Verdict
+from refocusd.models.api import DeviceInfo, FocusClassifier, Verdict
 
 
 class DefaultPixelSize:
@@ -23,6 +23,18 @@ class DefaultPixelSize:
     @property
     def model_id(self) -> str:
         return self._inner.model_id
+
+    @property
+    def device(self) -> DeviceInfo:
+        return self._inner.device
+
+    @property
+    def threshold(self) -> float:
+        return self._inner.threshold
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:  # a SIGHUP reload sets the real one's
+        self._inner.threshold = value
 
     def classify(self, pixels: np.ndarray, *, pixel_size_um: float | None = None) -> Verdict:
         size = self.pixel_size_um if pixel_size_um is None else pixel_size_um

@@ -77,14 +77,17 @@ def build_classifier(
     device: DevicePreference = "auto",
     threshold: float = 0.5,
     mixed_precision: bool = False,
+    crops: int | None = None,
 ) -> FocusClassifier:
     """A classifier from a model spec (``default``, a model folder or ``.keras`` file) or a
-    focus-measure calibration written by ``refocusd calibrate`` (a ``.json`` file)."""
+    focus-measure calibration written by ``refocusd calibrate`` (a ``.json`` file).
+    ``crops``: crops per frame for crop classifiers (None: the model card's)."""
     if is_focus_measure_spec(str(spec)):
         return load_focus_measure_classifier(str(spec), threshold=threshold)
     from refocusd.models.runtime import load_classifier  # TensorFlow loads here
 
-    return load_classifier(spec, device=device, threshold=threshold, mixed_precision=mixed_precision)
+    return load_classifier(spec, device=device, threshold=threshold, mixed_precision=mixed_precision,
+                           crops=crops)
 
 
 # ------------------------------------------------------------------------ reconstructor

@@ -122,6 +122,8 @@ class Service:
         """Check the models, load the classifier, open the ledger (recovering what a crash
         left behind), connect the driver, start the reconstruction worker."""
         began = time.perf_counter()
+        from refocusd.models.sampling import with_default_pixel_size
+
         s = self.settings
         structlog.contextvars.bind_contextvars(run_id=self.run_id, experiment=s.service.experiment)
         # What can be checked in milliseconds is checked before seconds of model loading.
@@ -131,8 +133,9 @@ class Service:
         check_model(s.models.reconstructor, "reconstructor")
         classifier = build_classifier(
             s.models.classifier, device=s.models.device, threshold=s.models.threshold,
-            mixed_precision=s.models.mixed_precision,
+            mixed_precision=s.models.mixed_precision, crops=s.models.crops,
         )
+        classifier = with_default_pixel_size(classifier, s.models.pixel_size_um)
         self._lock = hold_state_lock(s.service.state_dir)
         self.ledger = Ledger.open(s.service.state_dir / LEDGER_FILE)
         self._recover()

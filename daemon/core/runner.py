@@ -146,7 +146,7 @@ class Runner:
         try:
             # The one frame validator (the CLI and the worker use it too): an RGBA frame is
             # classified without its alpha, a z-stack is quarantined.
-            verdict = self._classifier.classify(as_frame(frame.pixels))
+            verdict = self._classifier.classify(as_frame(frame.pixels), pixel_size_um=frame.pixel_size_um)
         except (InvalidFrame, PixelFormatError) as exc:
             problem: str | None = str(exc)
         else:
@@ -157,7 +157,9 @@ class Runner:
             return self._outcome(frame, None, Outcome.QUARANTINED, problem, 0, _ms(time.perf_counter() - started))
 
         flog = flog.bind(p_focused=round(verdict.p_focused, 4), label=verdict.label)
-        flog.info("frame.classified", model=verdict.model_id, classify_ms=_ms(verdict.latency_s))
+        flog.info("frame.classified", model=verdict.model_id, classify_ms=_ms(verdict.latency_s),
+                  pixel_size_um=verdict.pixel_size_um, defocus_um=_round3(verdict.defocus_um),
+                  defocus_sigma_um=_round3(verdict.defocus_sigma_um))
         decision = self._decide(verdict, frame, attempts=0)
         decided_ms = _ms(time.perf_counter() - started)
 
@@ -211,7 +213,7 @@ class Runner:
             if retry is None:
                 decision = self._decide(verdict, frame, attempts=attempts)
                 continue
-            retry_verdict = self._classifier.classify(retry.pixels)
+            retry_verdict = self._classifier.classify(retry.pixels, pixel_size_um=retry.pixel_size_um)
             decision = self._decide(retry_verdict, retry, attempts=attempts)
             accepted = decision.action is Action.ACCEPT
             self._ledger.record_frame(
@@ -355,6 +357,10 @@ def _retry_outcome(decision: Decision) -> Outcome:
     if decision.action is Action.ACCEPT:
         return Outcome.ACCEPTED
     return Outcome.LATE if decision.reason is Reason.MISSED_TIMEPOINT else Outcome.DEFOCUSED
+
+
+def _round3(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 def _ms(seconds: float) -> float:

@@ -380,7 +380,7 @@ def _write_tiff(path: Path, frame: np.ndarray, pixel_um: float) -> str:
             tmp, frame, compression="zlib", photometric="minisblack",
             resolution=(per_cm, per_cm), resolutionunit="CENTIMETER",
         )
-        digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+        digest = hashlib.sha256(Path(tmp).read_bytes()).hexdigest()
     return digest
 
 

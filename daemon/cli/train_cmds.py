@@ -221,17 +221,25 @@ def train_reconstructor(
     augment: bool = typer.Option(True, "--augment/--no-augment", help="Random flips/rotations."),
     name: str = typer.Option("resunet", "--name", help="Model name in the card."),
     version: str | None = typer.Option(None, "--version", help="Model version (default: UTC time)."),
+    resume: bool = typer.Option(
+        False, "--resume",
+        help="Continue OUT's checkpoint (written after every epoch) up to --epochs in all; "
+             "the data folder may change, the network, tile, batch, steps and seed may not.",
+    ),
     log_level: str = typer.Option("warning", "--log-level", help="Log level on stderr."),
 ) -> None:
-    """Train the ResUNet reconstructor (or fine-tune one with --base)."""
+    """Train the ResUNet reconstructor (or fine-tune one with --base; continue with --resume)."""
     from refocusd.models.training import ReconstructorTrainConfig, train_reconstructor as run
 
     cfg = ReconstructorTrainConfig(
         data=data, out=out, base=base, epochs=epochs, seed=seed, base_filters=base_filters,
         tile=tile, val_fraction=val_fraction, batch_size=batch_size,
         steps_per_epoch=steps_per_epoch, val_tiles_per_pair=val_tiles, augment=augment,
-        name=name, version=version, command=_command_line(),
+        name=name, version=version, command=_command_line(), resume=resume,
     )
+    if resume and base is not None:
+        err_console.print("[bold red]error:[/] --resume continues OUT's own run; drop --base")
+        raise typer.Exit(EXIT_USAGE)
     _train(run, cfg, log_level)
 
 

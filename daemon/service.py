@@ -24,13 +24,13 @@ from typing import TextIO
 import structlog
 
 from refocusd.config import Settings
-from refocusd.daemon.focus_measure_classifier import is_focus_measure_spec, load_focus_measure_classifier
-from refocusd.daemon.ledger import LEDGER_FILE, Ledger
-from refocusd.daemon.policy import Reason
-from refocusd.daemon.refocus import build_strategy
-from refocusd.daemon.runner import FrameOutcome, Runner, RunnerOptions
-from refocusd.daemon.supervision import Supervisor
-from refocusd.daemon.worker import ReconstructionWorker
+from refocusd.models.focus_measure_classifier import is_focus_measure_spec, load_focus_measure_classifier
+from refocusd.daemon.state.ledger import LEDGER_FILE, Ledger
+from refocusd.daemon.vocabulary import Reason
+from refocusd.daemon.core.refocus import build_strategy
+from refocusd.daemon.core.runner import FrameOutcome, Runner, RunnerOptions
+from refocusd.daemon.ops.supervision import Supervisor
+from refocusd.daemon.output.worker import ReconstructionWorker
 from refocusd.drivers import Clock, DriverError, Microscope, OutcomeAware, SimulatedClock, StopAware, SystemClock
 from refocusd.models import FocusClassifier, FrameReconstructor
 from refocusd.models.store import check_model
@@ -287,7 +287,7 @@ class Service:
         """How jobs get a reconstructor, and how many run at once."""
         r, m = self.settings.reconstruction, self.settings.models
         if r.backend == "dask":
-            from refocusd.daemon.dask_backend import DaskReconstructor
+            from refocusd.daemon.output.dask_backend import DaskReconstructor
 
             # Connect now: an unreachable cluster is a start-up error, not N failed jobs.
             remote = DaskReconstructor.connect(r.dask_scheduler or "", m.reconstructor, device=m.device)

@@ -32,7 +32,7 @@ def calibrate(
     from dataclasses import asdict
 
     from refocusd.config import load_settings
-    from refocusd.daemon.focus_measures import FOCUS_MEASURES
+    from refocusd.models.focus_measures import FOCUS_MEASURES
     from refocusd.drivers.micromanager import CoreSession, load_sequence
 
     if out.suffix != ".json":
@@ -45,7 +45,7 @@ def calibrate(
         settings = load_settings(config)
         import sys
 
-        from refocusd.daemon.logging import configure_logging
+        from refocusd.daemon.ops.logging import configure_logging
 
         configure_logging(level=settings.logging.level, fmt=settings.logging.format, stream=sys.stderr)
         mm = settings.driver.micromanager

@@ -22,7 +22,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from refocusd.daemon.frame_checks import MAX_SIDE, frame_problem
+from refocusd.daemon.core.frame_checks import MAX_SIDE, frame_problem
 from refocusd.daemon.cli.common import (
     EXIT_FAILURES,
     EXIT_OK,
@@ -33,7 +33,7 @@ from refocusd.daemon.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from refocusd.daemon.dask_backend import DaskReconstructor
+    from refocusd.daemon.output.dask_backend import DaskReconstructor
     from refocusd.models.runtime import Classifier, Reconstructor
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
@@ -144,7 +144,7 @@ def _stem(path: Path) -> str:
 
 def _quiet_logging() -> None:
     # Logs go to stderr so stdout carries only the results (JSON lines or the table).
-    from refocusd.daemon.logging import configure_logging
+    from refocusd.daemon.ops.logging import configure_logging
 
     configure_logging(level="warning")
 
@@ -267,7 +267,7 @@ def reconstruct(
 
 def _reconstructor(model: str, device: Any, dask: str | None) -> Reconstructor | DaskReconstructor:
     if dask:
-        from refocusd.daemon.dask_backend import DaskReconstructor
+        from refocusd.daemon.output.dask_backend import DaskReconstructor
 
         return DaskReconstructor.connect(dask, model, device=device)
     from refocusd.models.runtime import load_reconstructor
@@ -289,8 +289,8 @@ def _claim(item: Input, out: Path, claimed: dict[Path, Path], overwrite: bool) -
 def _reconstruct_one(reconstructor: Reconstructor | DaskReconstructor, item: Input, out: Path,
                      run_id: str, overwrite: bool) -> dict[str, Any]:
     from refocusd.daemon.errors import BackendUnavailable
-    from refocusd.daemon.provenance import build_provenance, sha256_file
-    from refocusd.daemon.writer import WriterError, write_reconstruction
+    from refocusd.daemon.output.provenance import build_provenance, sha256_file
+    from refocusd.daemon.output.writer import WriterError, write_reconstruction
     from refocusd.models.preprocessing import PixelFormatError
 
     target = out / f"{_stem(item.path)}{OUTPUT_SUFFIX}"

@@ -16,7 +16,7 @@ def report(
     out: Path = typer.Option(Path("refocusd-report"), "--out", "-o", help="Folder for the CSV files and PNGs."),
 ) -> None:
     """Per experiment and plate: CSV, a plate map PNG and, for time-lapses, a timeline PNG."""
-    from refocusd.daemon.ledger import LEDGER_FILE, Ledger, LedgerError
+    from refocusd.daemon.state.ledger import LEDGER_FILE, Ledger, LedgerError
     from refocusd.daemon.report import write_report
 
     with user_errors():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import signal
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,11 +23,12 @@ from refocusd.daemon.cli.common import (
     print_json,
     user_errors,
 )
-from refocusd.daemon.ledger import LEDGER_FILE
-from refocusd.daemon.logging import configure_logging
+from refocusd.daemon.state.ledger import LEDGER_FILE
+from refocusd.daemon.ops.logging import configure_logging
+from refocusd.daemon.vocabulary import Outcome
 
 if TYPE_CHECKING:
-    from refocusd.daemon.runner import FrameOutcome
+    from refocusd.daemon.core.runner import FrameOutcome
     from refocusd.daemon.service import RunSummary
 
 # The service modules are imported inside the commands so that `refocusd config ...`
@@ -60,16 +62,19 @@ def _run_service(
 ) -> RunSummary:
     total = len(settings.plate.wells or []) * settings.plate.positions_per_well * settings.timelapse.timepoints
     task = progress.add_task(label, total=total or None) if progress is not None else None
-    tally = {"reacquired": 0, "reconstruction_queued": 0, "quarantined": 0}
+    tally = Counter[str]()
 
     def on_outcome(outcome: FrameOutcome) -> None:
         if progress is None or task is None:
             return
-        tally[outcome.outcome] = tally.get(outcome.outcome, 0) + 1
+        tally[outcome.outcome] += 1
         progress.update(
             task,
             advance=1,
-            description=f"{label}  re-acquired {tally['reacquired']}  queued {tally['reconstruction_queued']}",
+            description=(
+                f"{label}  re-acquired {tally[Outcome.REACQUIRED]}"
+                f"  queued {tally[Outcome.RECONSTRUCTION_QUEUED]}"
+            ),
         )
 
     from refocusd.daemon.service import Service
@@ -205,8 +210,8 @@ def _install_reload_handler() -> threading.Event:
 
 def run(config: Path = CONFIG_OPTION) -> None:
     """Run the service until its plan completes or SIGTERM/SIGINT; SIGHUP reloads (README)."""
-    from refocusd.daemon.ledger import LedgerError
-    from refocusd.daemon.metrics import MetricsUnavailable
+    from refocusd.daemon.state.ledger import LedgerError
+    from refocusd.daemon.ops.metrics import MetricsUnavailable
     from refocusd.daemon.service import StateDirBusy
 
     reload_requested = _install_reload_handler()  # first: SIGHUP's default action is to exit
@@ -233,8 +238,8 @@ def status(
     ),
 ) -> None:
     """Counts, queue depth, recent errors and health; exit 1 when unhealthy (for monitoring)."""
-    from refocusd.daemon import health
-    from refocusd.daemon.ledger import Ledger, LedgerError
+    from refocusd.daemon.ops import health
+    from refocusd.daemon.state.ledger import Ledger, LedgerError
 
     with user_errors():
         settings = load_settings(config)

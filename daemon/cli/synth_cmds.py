@@ -46,7 +46,7 @@ def synth(
     ),
 ) -> None:
     """Render simulated phase-contrast training data (physical optics + camera noise)."""
-    from refocusd.daemon.logging import configure_logging
+    from refocusd.daemon.ops.logging import configure_logging
     from refocusd.models.synth.dataset import (
         PAPER_CAMERA_PIXEL_UM,
         SynthError,

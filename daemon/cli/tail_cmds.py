@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.text import Text
 
 from refocusd.daemon.cli.common import EXIT_USAGE, err_console
-from refocusd.daemon.logview import (
+from refocusd.daemon.ops.logview import (
     BadFilter,
     LogFilter,
     follow,

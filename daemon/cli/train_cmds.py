@@ -49,7 +49,7 @@ _BASE_HELP = "Fine-tune from this model ('default' or a model folder) instead of
 
 def _quiet_logging(level: str) -> None:
     """Library events to stderr at ``level`` (stdout stays for results / JSON)."""
-    from refocusd.daemon.logging import configure_logging
+    from refocusd.daemon.ops.logging import configure_logging
 
     configure_logging(level=level, stream=sys.stderr)
 

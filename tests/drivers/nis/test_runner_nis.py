@@ -15,11 +15,11 @@ from conftest import noise, write_tiff
 from structlog.testing import capture_logs
 
 from refocusd.config.settings import NisSettings
-from refocusd.daemon.ledger import Ledger
-from refocusd.daemon.refocus import DeviceAutofocus
-from refocusd.daemon.runner import Runner, RunnerOptions
-from refocusd.daemon.worker import ReconstructionWorker
-from refocusd.daemon.writer import sidecar_path
+from refocusd.daemon.state.ledger import Ledger
+from refocusd.daemon.core.refocus import DeviceAutofocus
+from refocusd.daemon.core.runner import Runner, RunnerOptions
+from refocusd.daemon.output.worker import ReconstructionWorker
+from refocusd.daemon.output.writer import sidecar_path
 from refocusd.drivers import SystemClock
 from refocusd.drivers.nis import NisExportFolder, open_fingerprints
 from refocusd.models import Verdict

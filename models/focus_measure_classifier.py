@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from refocusd.daemon.focus_measures import FOCUS_MEASURES
+from refocusd.models.focus_measures import FOCUS_MEASURES
 from refocusd.models import ModelError, Verdict
 from refocusd.models.runtime import DeviceInfo
 

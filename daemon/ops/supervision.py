@@ -19,10 +19,10 @@ from typing import Any
 import structlog
 
 from refocusd.config import ConfigError, Settings
-from refocusd.daemon.health import HEALTH_FILE, HealthSnapshot, State, disk_free_bytes, problems, write_health
-from refocusd.daemon.metrics import MeteredClassifier, MeteredReconstructor, MetricsServer, ServiceMetrics
-from refocusd.daemon.notify import Notifier
-from refocusd.daemon.reload import plan_reload
+from refocusd.daemon.ops.health import HEALTH_FILE, HealthSnapshot, State, disk_free_bytes, problems, write_health
+from refocusd.daemon.ops.metrics import MeteredClassifier, MeteredReconstructor, MetricsServer, ServiceMetrics
+from refocusd.daemon.ops.notify import Notifier
+from refocusd.daemon.ops.reload import plan_reload
 from refocusd.drivers import DriverHealth, HealthReporting, Microscope
 
 log = structlog.get_logger("refocusd.supervision")

@@ -16,6 +16,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from refocusd.config.settings import MetricsSettings
+from refocusd.daemon.vocabulary import Outcome
 from refocusd.models import FocusClassifier, FrameReconstructor, Verdict
 
 log = structlog.get_logger("refocusd.metrics")
@@ -71,7 +72,7 @@ class ServiceMetrics:
         if attempts > 0:  # called from the runner thread only
             self._attempted += 1
             self.refocus_attempted.inc()
-            if outcome == "reacquired":
+            if outcome == Outcome.REACQUIRED:
                 self._succeeded += 1
                 self.refocus_succeeded.inc()
             self.refocus_success_ratio.set(self._succeeded / self._attempted)

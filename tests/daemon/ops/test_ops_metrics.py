@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from refocusd.config.settings import MetricsSettings
-from refocusd.daemon.metrics import MeteredClassifier, MetricsServer, MetricsUnavailable, ServiceMetrics
+from refocusd.daemon.ops.metrics import MeteredClassifier, MetricsServer, MetricsUnavailable, ServiceMetrics
 from refocusd.models import Verdict
 
 

@@ -20,8 +20,8 @@ import pytest
 import tifffile
 
 from refocusd.config import ConfigError, load_settings
-from refocusd.daemon.ledger import LEDGER_FILE, Ledger
-from refocusd.daemon.writer import sidecar_path
+from refocusd.daemon.state.ledger import LEDGER_FILE, Ledger
+from refocusd.daemon.output.writer import sidecar_path
 
 from test_service import originals, run_service  # same folder (rootdir-relative imports)
 
@@ -39,7 +39,7 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def remote(cluster):
-    from refocusd.daemon.dask_backend import DaskReconstructor
+    from refocusd.daemon.output.dask_backend import DaskReconstructor
 
     reconstructor = DaskReconstructor.connect(cluster.scheduler_address, "default", device="cpu")
     yield reconstructor

@@ -3,7 +3,7 @@
 Jobs survive crashes in the ledger; a job found 'running' at start-up is queued again by
 the service. The reconstructor is loaded on the first job, so start-up stays fast. With
 the ``local`` backend it runs in this process (one thread is right for a CPU or one GPU);
-with ``dask`` it is a :class:`~refocusd.daemon.dask_backend.DaskReconstructor` and one
+with ``dask`` it is a :class:`~refocusd.daemon.output.dask_backend.DaskReconstructor` and one
 thread per cluster worker thread keeps the cluster busy.
 """
 
@@ -18,9 +18,9 @@ import numpy as np
 import structlog
 import tifffile
 
-from refocusd.daemon.ledger import Job, Ledger
-from refocusd.daemon.provenance import build_provenance, sha256_file
-from refocusd.daemon.writer import DiskFull, OutputExists, reconstruction_path, write_reconstruction
+from refocusd.daemon.state.ledger import Job, Ledger
+from refocusd.daemon.output.provenance import build_provenance, sha256_file
+from refocusd.daemon.output.writer import DiskFull, OutputExists, reconstruction_path, write_reconstruction
 from refocusd.models import FrameReconstructor, Verdict
 
 log = structlog.get_logger("refocusd.worker")

@@ -12,8 +12,8 @@ import time
 import pytest
 import structlog
 
-from refocusd.daemon.logging import configure_logging
-from refocusd.daemon.logview import BadFilter, LogFilter, parse_since
+from refocusd.daemon.ops.logging import configure_logging
+from refocusd.daemon.ops.logview import BadFilter, LogFilter, parse_since
 
 REFOCUSD = [sys.executable, "-m", "refocusd.daemon.cli"]
 

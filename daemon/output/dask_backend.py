@@ -55,7 +55,7 @@ class ReconstructorPlugin(WorkerPlugin):
         self._folder: tempfile.TemporaryDirectory[str] | None = None
 
     def setup(self, worker: Any) -> None:
-        from refocusd.daemon.logging import configure_logging
+        from refocusd.daemon.ops.logging import configure_logging
         from refocusd.models.runtime import configure_threads, load_reconstructor
 
         if not structlog.is_configured():  # else structlog's default prints debug lines

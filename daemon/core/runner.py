@@ -15,11 +15,12 @@ from pathlib import Path
 
 import structlog
 
-from refocusd.daemon.frame_checks import frame_problem
-from refocusd.daemon.spool import write_atomically
-from refocusd.daemon.ledger import DuplicateSource, FrameRecord, Ledger
-from refocusd.daemon.policy import Action, Decision, Reason, decide
-from refocusd.daemon.refocus import RefocusFailed, RefocusStrategy
+from refocusd.daemon.core.frame_checks import frame_problem
+from refocusd.daemon.output.spool import write_atomically
+from refocusd.daemon.state.ledger import DuplicateSource, FrameRecord, Ledger
+from refocusd.daemon.vocabulary import Action, Outcome, Reason
+from refocusd.daemon.core.policy import Decision, decide
+from refocusd.daemon.core.refocus import RefocusFailed, RefocusStrategy
 from refocusd.drivers import Clock, Coordinates, DriverError, Frame, FrameUnreadable, Microscope, StageControl
 from refocusd.models import FocusClassifier, Verdict
 from refocusd.models.preprocessing import PixelFormatError
@@ -37,7 +38,7 @@ class FrameOutcome:
     coords: Coordinates
     source: str
     label: str | None
-    outcome: str
+    outcome: Outcome
     reason: str | None
     attempts: int
     decided_ms: float
@@ -146,9 +147,9 @@ class Runner:
             except PixelFormatError as exc:
                 problem = str(exc)
         if verdict is None:
-            self._ledger.record_frame(self._record(frame, None, Action.QUARANTINE, "quarantined", problem))
+            self._ledger.record_frame(self._record(frame, None, Action.QUARANTINE, Outcome.QUARANTINED, problem))
             flog.warning("frame.quarantined", reason=problem)
-            return self._outcome(frame, None, "quarantined", problem, 0, _ms(time.perf_counter() - started))
+            return self._outcome(frame, None, Outcome.QUARANTINED, problem, 0, _ms(time.perf_counter() - started))
 
         flog = flog.bind(p_focused=round(verdict.p_focused, 4), label=verdict.label)
         flog.info("frame.classified", model=verdict.model_id, classify_ms=_ms(verdict.latency_s))
@@ -157,20 +158,20 @@ class Runner:
 
         if decision.action is Action.ACCEPT:
             self._ledger.record_frame(
-                self._record(frame, verdict, decision.action, "accepted", None, decided_ms=decided_ms)
+                self._record(frame, verdict, decision.action, Outcome.ACCEPTED, None, decided_ms=decided_ms)
             )
             flog.info("frame.accepted", decided_ms=decided_ms)
-            return self._outcome(frame, verdict, "accepted", None, 0, decided_ms)
+            return self._outcome(frame, verdict, Outcome.ACCEPTED, None, 0, decided_ms)
         if decision.action is Action.RECONSTRUCT:
             if decision.reason is Reason.NO_STAGE_CONTROL:
                 flog.info("reacquire.unavailable", reason=decision.reason.value)
             self._queue(frame, verdict, decision.reason, flog, decided_ms=decided_ms)
-            return self._outcome(frame, verdict, "reconstruction_queued", decision.reason, 0, decided_ms)
+            return self._outcome(frame, verdict, Outcome.RECONSTRUCTION_QUEUED, decision.reason, 0, decided_ms)
 
         # Record the original before touching the stage: a crash mid-refocus leaves it
         # as 'refocusing', which start-up recovery turns into a reconstruction job.
         frame_id = self._ledger.record_frame(
-            self._record(frame, verdict, Action.REFOCUS, "refocusing", decision.reason, decided_ms=decided_ms)
+            self._record(frame, verdict, Action.REFOCUS, Outcome.REFOCUSING, decision.reason, decided_ms=decided_ms)
         )
         outcome, reason, attempts = self._save_by_reacquisition(frame, frame_id, verdict, flog)
         return self._outcome(frame, verdict, outcome, reason, attempts, decided_ms)
@@ -192,7 +193,7 @@ class Runner:
 
     def _save_by_reacquisition(
         self, frame: Frame, frame_id: int, verdict: Verdict, flog: structlog.typing.FilteringBoundLogger
-    ) -> tuple[str, str | None, int]:
+    ) -> tuple[Outcome, str | None, int]:
         assert self._stage is not None  # guaranteed by capabilities.can_refocus
         attempts = 0
         decision = Decision(Action.REFOCUS, Reason.CAN_REACQUIRE)
@@ -219,7 +220,7 @@ class Runner:
                 )
             )
             if accepted:
-                self._ledger.update_outcome(frame_id, "reacquired")
+                self._ledger.update_outcome(frame_id, Outcome.REACQUIRED)
                 flog.info(
                     "reacquire.done",
                     attempt=attempts,
@@ -227,10 +228,10 @@ class Runner:
                     retry_p_focused=round(retry_verdict.p_focused, 4),
                     duration_s=round(self._clock.now() - began, 3),
                 )
-                return "reacquired", None, attempts
+                return Outcome.REACQUIRED, None, attempts
             flog.info("reacquire.rejected", attempt=attempts, retry_label=retry_verdict.label, reason=decision.reason)
         self._enqueue(frame, frame_id, verdict, decision.reason, flog)
-        return "reconstruction_queued", decision.reason, attempts
+        return Outcome.RECONSTRUCTION_QUEUED, decision.reason, attempts
 
     def _refocus_and_reacquire(self, frame: Frame, attempt: int, flog) -> Frame | None:
         assert self._stage is not None
@@ -260,7 +261,9 @@ class Runner:
         )
 
     def _queue(self, frame: Frame, verdict: Verdict, reason: Reason, flog, *, decided_ms: float) -> None:
-        record = self._record(frame, verdict, Action.RECONSTRUCT, "reconstruction_queued", reason, decided_ms=decided_ms)
+        record = self._record(
+            frame, verdict, Action.RECONSTRUCT, Outcome.RECONSTRUCTION_QUEUED, reason, decided_ms=decided_ms
+        )
         try:
             _, job_id = self._ledger.record_frame_and_enqueue(
                 record, reason.value, self._payload(frame, verdict), self._options.max_job_attempts
@@ -309,7 +312,7 @@ class Runner:
         frame: Frame,
         verdict: Verdict | None,
         action: Action,
-        outcome: str,
+        outcome: Outcome,
         reason: str | None,
         *,
         parent_id: int | None = None,
@@ -329,7 +332,7 @@ class Runner:
 
     @staticmethod
     def _outcome(
-        frame: Frame, verdict: Verdict | None, outcome: str, reason: str | None, attempts: int, decided_ms: float
+        frame: Frame, verdict: Verdict | None, outcome: Outcome, reason: str | None, attempts: int, decided_ms: float
     ) -> FrameOutcome:
         return FrameOutcome(
             coords=frame.coords,
@@ -342,10 +345,10 @@ class Runner:
         )
 
 
-def _retry_outcome(decision: Decision) -> str:
+def _retry_outcome(decision: Decision) -> Outcome:
     if decision.action is Action.ACCEPT:
-        return "accepted"
-    return "late" if decision.reason is Reason.MISSED_TIMEPOINT else "defocused"
+        return Outcome.ACCEPTED
+    return Outcome.LATE if decision.reason is Reason.MISSED_TIMEPOINT else Outcome.DEFOCUSED
 
 
 def _ms(seconds: float) -> float:

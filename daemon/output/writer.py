@@ -34,7 +34,7 @@ import tifffile
 from ome_types import model as ome
 from ome_types import to_xml
 
-from refocusd.daemon.provenance import flatten
+from refocusd.daemon.output.provenance import flatten
 
 log = structlog.get_logger(__name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from refocusd.config.settings import PlateSettings, SimulatedMicroscopeSettings, TimelapseSettings
-from refocusd.daemon.focus_measures import FOCUS_MEASURES
-from refocusd.daemon.refocus import DeviceAutofocus, RefocusFailed, SweepAutofocus
+from refocusd.models.focus_measures import FOCUS_MEASURES
+from refocusd.daemon.core.refocus import DeviceAutofocus, RefocusFailed, SweepAutofocus
 from refocusd.drivers import SimulatedClock
 from refocusd.drivers.simulated import SimulatedMicroscope
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from refocusd.daemon.policy import Action, Reason, decide
+from refocusd.daemon.core.policy import Action, Reason, decide
 from refocusd.drivers import Capabilities, Coordinates, Frame, SourceRef
 from refocusd.models import Verdict
 

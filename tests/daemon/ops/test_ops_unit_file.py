@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-SYSTEMD = Path(__file__).resolve().parents[2] / "systemd"
+SYSTEMD = Path(__file__).resolve().parents[3] / "systemd"
 UNIT = SYSTEMD / "refocusd.service"
 GPU_DROP_IN = SYSTEMD / "refocusd.service.d" / "gpu.conf"
 MAX_EXPOSURE = 2.0

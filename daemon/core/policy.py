@@ -8,26 +8,12 @@ get here: the runner quarantines them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
+from refocusd.daemon.vocabulary import Action, Reason
 from refocusd.drivers import Capabilities, Frame
 from refocusd.models import Verdict
 
-
-class Action(StrEnum):
-    ACCEPT = "accept"
-    REFOCUS = "reacquire"
-    RECONSTRUCT = "reconstruct"
-    QUARANTINE = "quarantine"
-
-
-class Reason(StrEnum):
-    FOCUSED = "focused"
-    CAN_REACQUIRE = "can_reacquire"
-    NO_STAGE_CONTROL = "no_stage_control"
-    MISSED_TIMEPOINT = "missed_timepoint"
-    REFOCUS_FAILED = "refocus_failed"
-    INTERRUPTED = "interrupted"
+__all__ = ["Action", "Decision", "Reason", "decide"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ import numpy as np
 import structlog
 
 from refocusd.config.settings import RefocusSettings
-from refocusd.daemon.focus_measures import FOCUS_MEASURES
+from refocusd.models.focus_measures import FOCUS_MEASURES
 from refocusd.drivers import DriverError, StageControl
 from refocusd.models import FocusClassifier
 

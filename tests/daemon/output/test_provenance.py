@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from refocusd.daemon.provenance import (
+from refocusd.daemon.output.provenance import (
     PROVENANCE_SCHEMA,
     build_provenance,
     flatten,
@@ -110,7 +110,7 @@ def test_tensorflow_is_not_imported_for_provenance(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
         import sys
-        from refocusd.daemon.provenance import build_provenance, software_versions
+        from refocusd.daemon.output.provenance import build_provenance, software_versions
         build_provenance(reason="manual", source_path="x", source_sha256="0" * 64, coords={},
                          acquired_at=None, verdict=None, reconstructor={}, parameters={},
                          run_id="r", device="CPU")

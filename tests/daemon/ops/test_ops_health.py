@@ -10,9 +10,9 @@ from dataclasses import replace
 
 from refocusd.config import load_settings
 from refocusd.config.settings import HealthSettings
-from refocusd.daemon.health import HEALTH_FILE, HealthSnapshot, pid_alive, problems, read_health
-from refocusd.daemon.ledger import LEDGER_FILE, Ledger
-from refocusd.daemon.supervision import Supervisor
+from refocusd.daemon.ops.health import HEALTH_FILE, HealthSnapshot, pid_alive, problems, read_health
+from refocusd.daemon.state.ledger import LEDGER_FILE, Ledger
+from refocusd.daemon.ops.supervision import Supervisor
 from refocusd.drivers import Capabilities, DriverHealth
 
 REFOCUSD = [sys.executable, "-m", "refocusd.daemon.cli"]

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from refocusd.daemon.ledger import Ledger
-from refocusd.daemon.refocus import DeviceAutofocus
-from refocusd.daemon.runner import Runner, RunnerOptions
+from refocusd.daemon.state.ledger import Ledger
+from refocusd.daemon.core.refocus import DeviceAutofocus
+from refocusd.daemon.core.runner import Runner, RunnerOptions
 from refocusd.drivers import Capabilities, Coordinates, Frame, SimulatedClock, SourceRef
 
 

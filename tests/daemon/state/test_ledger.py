@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from refocusd.daemon.ledger import (
+from refocusd.daemon.state.ledger import (
     MAX_INTERRUPTIONS,
     SCHEMA_VERSION,
     DuplicateSource,
@@ -106,7 +106,7 @@ def test_duplicate_source_rejected_even_after_reopen(tmp_path: Path) -> None:
         led.start_run(RUN, "exp", "{}", {})
         fid = led.record_frame(rec(2))
         with pytest.raises(DuplicateSource) as info:
-            led.record_frame(rec(2, outcome="pending"))
+            led.record_frame(rec(2, outcome="refocusing"))
         assert info.value.frame_id == fid
     with Ledger.open(path) as led:
         assert led.has_source(SourceRef("/data/exp/img_0002.tif", page=0).key)
@@ -118,7 +118,7 @@ def test_duplicate_source_rejected_even_after_reopen(tmp_path: Path) -> None:
 
 def test_record_and_enqueue_is_one_transaction(ledger: Ledger) -> None:
     fid, jid = ledger.record_frame_and_enqueue(
-        rec(1, action="reconstruct", outcome="pending", p=0.1),
+        rec(1, action="reconstruct", outcome="refocusing", p=0.1),
         "missed_timepoint", {"uri": "/data/exp/img_0001.tif", "t": 0}, max_attempts=2,
     )
     (row,) = ledger.frames()
@@ -129,12 +129,12 @@ def test_record_and_enqueue_is_one_transaction(ledger: Ledger) -> None:
     # The job insert fails after the frame insert: the frame must be rolled back with it.
     with pytest.raises(LedgerError, match="not JSON"):
         ledger.record_frame_and_enqueue(
-            rec(5, action="reconstruct", outcome="pending", p=0.1),
+            rec(5, action="reconstruct", outcome="refocusing", p=0.1),
             "missed_timepoint", {"pixels": object()},
         )
     with pytest.raises(LedgerError, match="unknown job reason"):
         ledger.record_frame_and_enqueue(
-            rec(5, action="reconstruct", outcome="pending", p=0.1), "because", {}
+            rec(5, action="reconstruct", outcome="refocusing", p=0.1), "because", {}
         )
     assert not ledger.has_source("/data/exp/img_0005.tif")
     assert ledger.counts()["frames"] == 1 and ledger.queue_depth() == 1
@@ -145,7 +145,7 @@ def test_claim_complete_and_fail_with_retries(ledger: Ledger, clock) -> None:
     for i in range(3):
         clock.advance(1.0)
         ids.append(ledger.record_frame_and_enqueue(
-            rec(i, action="reconstruct", outcome="pending", p=0.2),
+            rec(i, action="reconstruct", outcome="refocusing", p=0.2),
             "no_stage_control", {"i": i}, max_attempts=2,
         ))
     first = ledger.claim_job()
@@ -178,13 +178,13 @@ def test_claim_complete_and_fail_with_retries(ledger: Ledger, clock) -> None:
 CRASHER = textwrap.dedent(
     """
     import json, os, signal, sys
-    from refocusd.daemon.ledger import FrameRecord, Ledger
+    from refocusd.daemon.state.ledger import FrameRecord, Ledger
     from refocusd.drivers import Coordinates, SourceRef
     led = Ledger.open(sys.argv[1])
     led.start_run("crash-run", "exp", "{}", {})
     for i, attempts in enumerate((3, 1)):
         rec = FrameRecord(run_id="crash-run", source_key=f"src-{i}", source_uri=f"src-{i}",
-                          action="reconstruct", outcome="pending")
+                          action="reconstruct", outcome="refocusing")
         led.record_frame_and_enqueue(rec, "missed_timepoint", {"i": i}, max_attempts=attempts)
     print(json.dumps([led.claim_job().id, led.claim_job().id]), flush=True)
     os.kill(os.getpid(), signal.SIGKILL)  # a real crash: no close, no checkpoint
@@ -230,11 +230,11 @@ def test_counts_by_label_outcome_run_and_job_state(ledger: Ledger) -> None:
         action="accept", outcome="accepted",
     ))
     ledger.record_frame(rec(1))
-    _, job_ok = ledger.record_frame_and_enqueue(rec(2, action="reconstruct", outcome="pending",
+    _, job_ok = ledger.record_frame_and_enqueue(rec(2, action="reconstruct", outcome="refocusing",
                                                     p=0.3), "missed_timepoint", {}, 1)
-    _, job_bad = ledger.record_frame_and_enqueue(rec(3, action="reconstruct", outcome="pending",
-                                                     p=0.3), "retries_exhausted", {}, 1)
-    ledger.record_frame_and_enqueue(rec(4, action="reconstruct", outcome="pending", p=0.3),
+    _, job_bad = ledger.record_frame_and_enqueue(rec(3, action="reconstruct", outcome="refocusing",
+                                                     p=0.3), "refocus_failed", {}, 1)
+    ledger.record_frame_and_enqueue(rec(4, action="reconstruct", outcome="refocusing", p=0.3),
                                     "refocus_failed", {}, 1)
     ledger.record_quarantine(run_id="run-2", source=SourceRef("/data/broken.tif"),
                              reason="truncated file", coords=Coordinates(well="B02"))
@@ -263,8 +263,8 @@ def test_counts_by_label_outcome_run_and_job_state(ledger: Ledger) -> None:
 
 
 def test_enqueue_after_failed_refocus_updates_the_original(ledger: Ledger) -> None:
-    fid = ledger.record_frame(rec(7, action="reacquire", outcome="pending", p=0.1))
-    ledger.update_outcome(fid, "refocus_failed", "autofocus timed out")
+    fid = ledger.record_frame(rec(7, action="reacquire", outcome="refocusing", p=0.1))
+    ledger.update_outcome(fid, "refocusing", "autofocus timed out")
     jid = ledger.enqueue_reconstruction(fid, "refocus_failed", {"uri": "x"})
     (row,) = ledger.frames()
     assert (row["outcome"], row["reason"]) == ("reconstruction_queued", "autofocus timed out")
@@ -272,7 +272,7 @@ def test_enqueue_after_failed_refocus_updates_the_original(ledger: Ledger) -> No
     with pytest.raises(LedgerError, match="already has a reconstruction job"):
         ledger.enqueue_reconstruction(fid, "refocus_failed", {})
     with pytest.raises(LedgerError, match="no frame 999"):
-        ledger.enqueue_reconstruction(999, "manual", {})
+        ledger.enqueue_reconstruction(999, "missed_timepoint", {})
 
 
 def test_recover_interrupted_queues_frames_left_mid_refocus(tmp_path: Path) -> None:
@@ -282,7 +282,7 @@ def test_recover_interrupted_queues_frames_left_mid_refocus(tmp_path: Path) -> N
         stuck = led.record_frame(rec(1, action="reacquire", outcome="refocusing", p=0.1))
         led.record_frame(rec(2))
         queued = led.record_frame_and_enqueue(
-            rec(3, action="reconstruct", outcome="pending", p=0.1), "missed_timepoint", {}
+            rec(3, action="reconstruct", outcome="refocusing", p=0.1), "missed_timepoint", {}
         )[0]
     with Ledger.open(path) as led:  # the next start
         assert led.recover_interrupted("interrupted", payload_extra={"source_root": "/data"}) == 1
@@ -316,7 +316,7 @@ def test_invalid_input_is_refused(ledger: Ledger) -> None:
     with pytest.raises(LedgerError, match="no run"):
         ledger.stop_run("nope", "done")
     with pytest.raises(LedgerError, match="only 'reconstruct'"):
-        ledger.record_frame_and_enqueue(rec(1), "manual", {})
+        ledger.record_frame_and_enqueue(rec(1), "missed_timepoint", {})
     ledger.stop_run(RUN, "completed")
     (run,) = ledger.runs()
     assert run["exit_reason"] == "completed" and json.loads(run["config_json"]) == {"k": 1}
@@ -403,7 +403,7 @@ def test_two_threads_share_one_ledger(ledger: Ledger) -> None:
             for i in range(offset, offset + n):
                 if i % 5 == 0:
                     ledger.record_frame_and_enqueue(
-                        rec(i, action="reconstruct", outcome="pending", p=0.2), "manual", {"i": i}
+                        rec(i, action="reconstruct", outcome="refocusing", p=0.2), "missed_timepoint", {"i": i}
                     )
                 else:
                     ledger.record_frame(rec(i))

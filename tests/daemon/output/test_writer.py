@@ -14,8 +14,8 @@ import pytest
 import tifffile
 from ome_types import from_xml
 
-from refocusd.daemon.provenance import build_provenance, sha256_file
-from refocusd.daemon.writer import (
+from refocusd.daemon.output.provenance import build_provenance, sha256_file
+from refocusd.daemon.output.writer import (
     PROVENANCE_NAMESPACE,
     OutputExists,
     WriterError,
@@ -166,7 +166,7 @@ HALF_WRITE = textwrap.dedent(
     import resource, signal, sys
     import numpy as np
     from pathlib import Path
-    from refocusd.daemon.writer import WriterError, write_reconstruction
+    from refocusd.daemon.output.writer import WriterError, write_reconstruction
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get an OSError instead of a signal
     resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
     try:

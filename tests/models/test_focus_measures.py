@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from refocusd.daemon.focus_measures import FOCUS_MEASURES
+from refocusd.models.focus_measures import FOCUS_MEASURES
 
 
 @pytest.mark.parametrize("name", sorted(FOCUS_MEASURES))

@@ -143,7 +143,7 @@ class Runner:
         verdict = None
         if problem is None:
             try:
-                verdict = self._classifier.classify(frame.pixels)
+                verdict = self._classifier.classify(frame.pixels, pixel_size_um=frame.pixel_size_um)
             except PixelFormatError as exc:
                 problem = str(exc)
         if verdict is None:
@@ -206,7 +206,7 @@ class Runner:
             if retry is None:
                 decision = self._decide(verdict, frame, attempts=attempts)
                 continue
-            retry_verdict = self._classifier.classify(retry.pixels)
+            retry_verdict = self._classifier.classify(retry.pixels, pixel_size_um=retry.pixel_size_um)
             decision = self._decide(retry_verdict, retry, attempts=attempts)
             accepted = decision.action is Action.ACCEPT
             self._ledger.record_frame(

@@ -31,6 +31,7 @@ from refocusd.daemon.core.refocus import build_strategy
 from refocusd.daemon.core.runner import FrameOutcome, Runner, RunnerOptions
 from refocusd.daemon.ops.supervision import Supervisor
 from refocusd.daemon.output.worker import ReconstructionWorker
+from refocusd.models.quality import QualityRule
 from refocusd.drivers import Clock, DriverError, Microscope, OutcomeAware, SimulatedClock, StopAware, SystemClock
 from refocusd.models import FocusClassifier, FrameReconstructor
 from refocusd.models.store import check_model
@@ -46,6 +47,7 @@ class RunSummary:
     defocused: int
     reacquired: int
     reconstructed: int
+    not_improved: int  # reconstructed, but the quality score says it does not look better
     reconstruction_failed: int
     queued: int
     quarantined: int
@@ -200,6 +202,14 @@ class Service:
             run_id=self.run_id,
             threads=threads,
             disk_full_retry_s=s.reconstruction.disk_full_retry_s,
+            classifier=classifier,  # scores every reconstruction against its input
+            quality_rule=QualityRule(
+                min_logit_gain=s.reconstruction.min_logit_gain,
+                min_sharpness_gain=s.reconstruction.min_sharpness_gain,
+                min_p_focused=s.reconstruction.min_p_focused,
+                min_input_structure=s.reconstruction.min_input_structure,
+            ),
+            write_not_improved=s.reconstruction.write_not_improved,
         )
         self._runner = Runner(
             driver=self._driver,
@@ -267,6 +277,7 @@ class Service:
             defocused=c["defocused"],
             reacquired=c["reacquired"],
             reconstructed=c["reconstructed"],
+            not_improved=c["not_improved"],
             reconstruction_failed=c["reconstruction_failed"],
             queued=c["reconstruction_queued"],
             quarantined=c["quarantined"],

@@ -182,7 +182,8 @@ def demo(
 
 
 def _totals(summaries: list[RunSummary], *, wall_s: float) -> dict[str, object]:
-    keys = ("frames", "focused", "defocused", "reacquired", "reconstructed", "reconstruction_failed", "queued", "quarantined")
+    keys = ("frames", "focused", "defocused", "reacquired", "reconstructed", "not_improved",
+            "reconstruction_failed", "queued", "quarantined")
     totals: dict[str, object] = {k: sum(getattr(s, k) for s in summaries) for k in keys}
     totals["wall_s"] = round(wall_s, 3)
     totals["runs"] = [s.run_id for s in summaries]

@@ -21,7 +21,8 @@ import tifffile
 from refocusd.daemon.state.ledger import Job, Ledger
 from refocusd.daemon.output.provenance import build_provenance, sha256_file
 from refocusd.daemon.output.writer import DiskFull, OutputExists, reconstruction_path, write_reconstruction
-from refocusd.models import FrameReconstructor, Verdict
+from refocusd.models import FocusClassifier, FrameReconstructor, Verdict
+from refocusd.models.quality import QualityRule, ReconstructionScore, score_reconstruction
 
 log = structlog.get_logger("refocusd.worker")
 
@@ -64,8 +65,15 @@ class ReconstructionWorker:
         threads: int = 1,
         idle_wait_s: float = 0.2,
         disk_full_retry_s: float = 30.0,
+        classifier: FocusClassifier | None = None,
+        quality_rule: QualityRule | None = None,
+        write_not_improved: bool = True,
     ) -> None:
         self._ledger = ledger
+        # Scores every reconstruction against its input (None: unscored, e.g. a bare bench).
+        self._classifier = classifier
+        self._quality_rule = quality_rule or QualityRule()
+        self._write_not_improved = write_not_improved
         self._load = load_reconstructor
         self._reconstructor: FrameReconstructor | None = None
         self._load_lock = threading.Lock()
@@ -80,6 +88,7 @@ class ReconstructionWorker:
         self._count_lock = threading.Lock()
         self.done = 0
         self.failed = 0
+        self.not_improved = 0
 
     # -- thread control ---------------------------------------------------------------
 
@@ -121,7 +130,7 @@ class ReconstructionWorker:
                         source=job.payload.get("source_uri"), **job.payload.get("coords", {}))
         started = time.perf_counter()
         try:
-            output = self._reconstruct(job)
+            output, score = self._reconstruct(job)
         except OutputExists as exc:
             # Done by an earlier run that crashed before recording it: keep that output.
             self._ledger.complete_job(job.id, str(exc.path))
@@ -138,13 +147,28 @@ class ReconstructionWorker:
             self._ledger.fail_job(job.id, f"{type(exc).__name__}: {exc}")
             jlog.error("reconstruct.failed", attempt=job.attempts, max_attempts=job.max_attempts, error=str(exc))
         else:
+            not_improved = score is not None and not score.improved
             with self._count_lock:
                 self.done += 1
-            self._ledger.complete_job(job.id, str(output))
-            jlog.info("reconstruct.done", output=str(output), duration_s=round(time.perf_counter() - started, 3))
+                self.not_improved += int(not_improved)
+            self._ledger.complete_job(
+                job.id, output, not_improved="; ".join(score.reasons) if not_improved else None
+            )
+            event = jlog.warning if not_improved else jlog.info
+            event("reconstruct.done", output=None if output is None else str(output),
+                  written=output is not None, duration_s=round(time.perf_counter() - started, 3),
+                  **({"quality": None} if score is None else {
+                      "quality": score.quality, "quality_reasons": list(score.reasons),
+                      "p_focused_before": round(score.p_focused_before, 4),
+                      "p_focused_after": round(score.p_focused_after, 4),
+                      "defocus_um_before": score.as_dict()["defocus_um_before"],
+                      "defocus_um_after": score.as_dict()["defocus_um_after"],
+                      "sharpness_gain": round(score.sharpness_gain, 4)}))
         return True
 
-    def _reconstruct(self, job: Job) -> Path:
+    def _reconstruct(self, job: Job) -> tuple[Path | None, ReconstructionScore | None]:
+        """Reconstruct, score and (unless it is not improved and such outputs are not
+        wanted) write; the path is None when nothing was written."""
         payload = job.payload
         source = Path(payload["source_uri"])
         root = payload.get("source_root")
@@ -161,24 +185,46 @@ class ReconstructionWorker:
         reconstructor = self._model()
         started = time.perf_counter()
         restored = reconstructor.reconstruct(pixels)
+        seconds = round(time.perf_counter() - started, 3)
+        verdict = _verdict(payload.get("verdict"))
+        score = self._score(pixels, restored, verdict)
+        written = score is None or score.improved or self._write_not_improved
         provenance = build_provenance(
             reason=job.reason,
             source_path=source,
             source_sha256=sha256_file(source),
             coords=payload.get("coords", {}),
             acquired_at=payload.get("acquired_at"),
-            verdict=_verdict(payload.get("verdict")),
+            verdict=verdict,
             reconstructor=reconstructor.provenance,
             parameters={
-                "seconds": round(time.perf_counter() - started, 3),
+                "seconds": seconds,
                 "job_id": job.id,
                 "attempt": job.attempts,
                 "experiment": payload.get("experiment"),
             },
             run_id=self._run_id,
             device=str(reconstructor.provenance.get("device", "cpu")),
+            quality=None if score is None else {
+                **score.as_dict(), "written": written,
+                "write_not_improved": self._write_not_improved,
+            },
         )
-        return write_reconstruction(restored, out_path, provenance)
+        if not written:
+            return None, score
+        return write_reconstruction(restored, out_path, provenance), score
+
+    def _score(self, before: np.ndarray, after: np.ndarray,
+               verdict: Verdict | None) -> ReconstructionScore | None:
+        if self._classifier is None:
+            return None
+        # The input's verdict from the ledger is reused when this classifier made it.
+        reuse = verdict is not None and verdict.model_id == self._classifier.model_id
+        return score_reconstruction(
+            self._classifier, before, after, self._quality_rule,
+            verdict_before=verdict if reuse else None,
+            pixel_size_um=None if verdict is None else verdict.pixel_size_um,
+        )
 
     def _model(self) -> FrameReconstructor:
         with self._load_lock:  # several threads, one model

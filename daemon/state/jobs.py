@@ -84,17 +84,24 @@ class JobQueue(FrameStore):
             )
             return _job(conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (row[0],)))
 
-    def complete_job(self, job_id: int, output_path: str | Path) -> None:
-        """Mark a running job done; its frame's outcome becomes ``reconstructed``."""
+    def complete_job(
+        self, job_id: int, output_path: str | Path | None, *, not_improved: str | None = None
+    ) -> None:
+        """Mark a running job done; its frame's outcome becomes ``reconstructed``, or
+        ``not_improved`` with the reason when the quality score says so. ``output_path`` is
+        None when nothing was written (``write_not_improved = false``)."""
         now = self._now()
         with self._tx("complete_job") as conn:
             frame_id = self._running_job_frame(conn, job_id)
             conn.execute(
                 "UPDATE jobs SET state = 'done', output_path = ?, finished_at = ?, updated_at = ?"
                 " WHERE id = ?",
-                (str(output_path), now, now, job_id),
+                (None if output_path is None else str(output_path), now, now, job_id),
             )
-            self._set_outcome(conn, frame_id, Outcome.RECONSTRUCTED, None)
+            if not_improved is None:
+                self._set_outcome(conn, frame_id, Outcome.RECONSTRUCTED, None)
+            else:
+                self._set_outcome(conn, frame_id, Outcome.NOT_IMPROVED, not_improved)
 
     def fail_job(self, job_id: int, error: str) -> JobState:
         """Record a failed attempt. Back to ``queued`` while attempts remain, else ``failed``

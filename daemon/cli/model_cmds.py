@@ -230,17 +230,24 @@ def reconstruct(
         None, "--dask", metavar="tcp://HOST:PORT",
         help="Run the network on this Dask scheduler's workers (archives); outputs are still written here.",
     ),
+    classifier: str = typer.Option(
+        "default", "--classifier",
+        help="Classifier that scores each reconstruction against its input (quality in the "
+             "provenance and the output line); 'none' skips the score.",
+    ),
 ) -> None:
     """Reconstruct frames with the ResUNet; write OUT/<stem>.reconstructed.ome.tif (+ .json).
 
     Each output carries its provenance (source path and SHA-256, model and its SHA-256,
-    parameters, software versions, device, UTC time). Inputs are only ever read. With
-    --dask, frames go to the cluster (as many at once as it has worker threads) and
-    results are printed as they come back.
+    parameters, software versions, device, UTC time) and its quality score (does it look
+    better than its input? ``quality`` is ``improved`` or ``not_improved``). Inputs are
+    only ever read. With --dask, frames go to the cluster (as many at once as it has
+    worker threads) and results are printed as they come back.
     """
     _quiet_logging()
     with user_errors():
         reconstructor = _reconstructor(model, _device(device), dask)
+        scorer = _scorer(classifier, _device(device))
     run_id = f"cli-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:8]}"
     claimed: dict[Path, Path] = {}
     failed = False
@@ -253,7 +260,8 @@ def reconstruct(
                     failed = True
                     print_json({"path": str(item.path), "error": problem})
                     continue
-                pending.append(pool.submit(_reconstruct_one, reconstructor, item, out, run_id, overwrite))
+                pending.append(pool.submit(_reconstruct_one, reconstructor, item, out, run_id, overwrite,
+                                           scorer))
             for future in as_completed(pending):
                 row = future.result()
                 failed |= "error" in row
@@ -275,6 +283,14 @@ def _reconstructor(model: str, device: Any, dask: str | None) -> Reconstructor |
     return load_reconstructor(model, device=device)
 
 
+def _scorer(classifier: str, device: Any) -> Any:
+    if classifier.lower() == "none":
+        return None
+    from refocusd.models.runtime import load_classifier
+
+    return load_classifier(classifier, device=device)
+
+
 def _claim(item: Input, out: Path, claimed: dict[Path, Path], overwrite: bool) -> str | None:
     """Reserve the output path of ``item``; the reason it cannot have one, if so."""
     target = (out / f"{_stem(item.path)}{OUTPUT_SUFFIX}").resolve()
@@ -287,11 +303,12 @@ def _claim(item: Input, out: Path, claimed: dict[Path, Path], overwrite: bool) -
 
 
 def _reconstruct_one(reconstructor: Reconstructor | DaskReconstructor, item: Input, out: Path,
-                     run_id: str, overwrite: bool) -> dict[str, Any]:
+                     run_id: str, overwrite: bool, scorer: Any = None) -> dict[str, Any]:
     from refocusd.daemon.errors import BackendUnavailable
     from refocusd.daemon.output.provenance import build_provenance, sha256_file
     from refocusd.daemon.output.writer import WriterError, write_reconstruction
     from refocusd.models.preprocessing import PixelFormatError
+    from refocusd.models.quality import score_reconstruction
 
     target = out / f"{_stem(item.path)}{OUTPUT_SUFFIX}"
     source = item.path.resolve()
@@ -301,6 +318,7 @@ def _reconstruct_one(reconstructor: Reconstructor | DaskReconstructor, item: Inp
         started = time.perf_counter()
         restored = reconstructor.reconstruct(pixels)
         seconds = time.perf_counter() - started
+        score = None if scorer is None else score_reconstruction(scorer, pixels, restored)
         provenance = build_provenance(
             reason="requested: refocusd reconstruct",
             source_path=source,
@@ -317,13 +335,19 @@ def _reconstruct_one(reconstructor: Reconstructor | DaskReconstructor, item: Inp
             },
             run_id=run_id,
             device=str(reconstructor.provenance["device"]),
+            quality=None if score is None else {**score.as_dict(), "written": True},
         )
         written = write_reconstruction(
             restored, target, provenance, source_path=source, overwrite=overwrite
         )
     except (InputError, PixelFormatError, WriterError, OSError, BackendUnavailable) as exc:
         return {"path": str(item.path), "error": str(exc)}
-    return {"path": str(item.path), "output": str(written)}
+    row: dict[str, Any] = {"path": str(item.path), "output": str(written)}
+    if score is not None:
+        row.update(quality=score.quality, sharpness_gain=round(score.sharpness_gain, 4),
+                   p_focused_before=round(score.p_focused_before, 4),
+                   p_focused_after=round(score.p_focused_after, 4))
+    return row
 
 
 def _device(value: str) -> Any:

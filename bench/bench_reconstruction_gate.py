@@ -1,0 +1,123 @@
+"""The "never silently harm" gate (issue 13): how often the quality score says not_improved.
+
+Renders with the repository's simulator (seeds apart from training):
+
+- in range: pairs at the paper's distances (±10/±20 µm at 10x, ±5/±10 µm at 20x, ±1.5 µm
+  jitter) — target: at most 5 % marked not_improved;
+- cannot help: defocus far beyond the training range (3.5-6x the largest pair distance)
+  and empty fields (no specimen, only illumination and camera noise) — target: at least
+  90 % marked not_improved;
+
+reconstructs each with the reconstructor, scores it with ``models.quality`` exactly as the
+daemon does (default ``QualityRule``, or the thresholds given), and prints the rates and
+the distribution of each witness so the thresholds can be chosen.
+
+    python bench/bench_reconstruction_gate.py [--reconstructor default] [--classifier default]
+        [--n-in 32] [--n-far 16] [--n-empty 8] [--size 512] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+SEED = 4242
+PAPER_PIXEL_UM = 595.0 / 1608.0 * 10.0
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def render_case(kind: str, index: int, size: int) -> tuple[np.ndarray, float, str]:
+    """(defocused frame, z in µm, objective) of case ``index`` of ``kind``."""
+    from refocusd.models.synth.camera import Camera, illumination_field
+    from refocusd.models.synth.dataset import PLANS
+    from refocusd.models.synth.optics import OBJECTIVES, render
+    from refocusd.models.synth.specimen import Specimen, random_specimen
+
+    rng = np.random.default_rng([SEED, index, ("in", "far", "empty").index(kind)])
+    objective = ("10x", "20x")[index % 2]
+    optics, plan = OBJECTIVES[objective], PLANS[objective]
+    pixel = PAPER_PIXEL_UM / optics.magnification
+    sign = 1.0 if rng.random() < 0.5 else -1.0
+    if kind == "far":
+        z = sign * plan.pair_distances_um[1] * float(rng.uniform(3.5, 6.0))
+    else:
+        z = sign * plan.pair_distances_um[(index // 2) % 2] + float(rng.uniform(-1.5, 1.5))
+    if kind == "empty":
+        specimen = Specimen(np.ones((size, size), np.complex64), pixel_size_um=pixel)
+    else:
+        specimen = random_specimen((size, size), rng, pixel_size_um=pixel,
+                                   density=float(rng.uniform(0.12, 0.75)))
+    camera = Camera(bit_depth=8, full_well_e=float(rng.uniform(6_000, 30_000)),
+                    read_noise_e=float(rng.uniform(1.0, 3.0)),
+                    background_fill=float(rng.uniform(0.3, 0.45)))
+    lamp = illumination_field((size, size), rng, strength=float(rng.uniform(0.3, 1.5)))
+    return camera.expose(render(specimen, z, optics) * lamp, rng), z, objective
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reconstructor", default="default")
+    parser.add_argument("--classifier", default="default")
+    parser.add_argument("--n-in", type=int, default=32)
+    parser.add_argument("--n-far", type=int, default=16)
+    parser.add_argument("--n-empty", type=int, default=8)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    from refocusd.models.quality import QualityRule, score_reconstruction
+    from refocusd.models.runtime import load_classifier, load_reconstructor
+
+    reconstructor = load_reconstructor(args.reconstructor, device="cpu")
+    classifier = load_classifier(args.classifier, device="cpu")
+    rule = QualityRule()
+    say(f"gate: reconstructor {reconstructor.model_id}, classifier {classifier.model_id}, rule {rule}")
+    started = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    for kind, n in (("in", args.n_in), ("far", args.n_far), ("empty", args.n_empty)):
+        for i in range(n):
+            frame, z, objective = render_case(kind, i, args.size)
+            pixel = PAPER_PIXEL_UM / (10.0 if objective == "10x" else 20.0)
+            score = score_reconstruction(classifier, frame, reconstructor.reconstruct(frame), rule,
+                                         pixel_size_um=pixel)
+            rows.append({"kind": kind, "z_um": round(z, 2), "objective": objective, **score.as_dict()})
+    summary: dict[str, Any] = {}
+    for kind in ("in", "far", "empty"):
+        sub = [r for r in rows if r["kind"] == kind]
+        if not sub:
+            continue
+        marked = sum(r["quality"] == "not_improved" for r in sub)
+        summary[kind] = {"n": len(sub), "not_improved": marked, "rate": round(marked / len(sub), 3)}
+        gains = np.array([r["sharpness_gain"] for r in sub])
+        logit = np.array([_logit(r["p_focused_after"]) - _logit(r["p_focused_before"]) for r in sub])
+        say(f"  {kind:>5}: {marked}/{len(sub)} not_improved ({marked / len(sub):.0%}); sharpness gain "
+            f"min {gains.min():.2f} median {np.median(gains):.2f}; log-odds gain min {logit.min():+.2f} "
+            f"median {np.median(logit):+.2f} max {logit.max():+.2f}")
+    cannot = [r for r in rows if r["kind"] in ("far", "empty")]
+    if cannot:
+        rate = sum(r["quality"] == "not_improved" for r in cannot) / len(cannot)
+        summary["cannot_help_rate"] = round(rate, 3)
+        say(f"cannot help (far + empty): {rate:.0%} marked not_improved (target >= 90 %); in range: "
+            f"{summary.get('in', {}).get('rate', float('nan')):.0%} (target <= 5 %); "
+            f"{time.perf_counter() - started:.0f} s")
+    if args.json:
+        print(json.dumps({"summary": summary, "rows": rows}))
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return float(np.log(p / (1 - p)))
+
+
+if __name__ == "__main__":
+    main()

@@ -737,9 +737,14 @@ def train_reconstructor(
     input_ssim = float(np.mean(tf.image.ssim(
         tf.constant(y_val), tf.constant(x_val[:, MARGIN:-MARGIN, MARGIN:-MARGIN]), max_val=255.0
     )))
+    data = folder.describe()
+    # Validation scores on other data are not comparable: a resume on a new data set starts
+    # the choice of the best weights afresh (the run's weights and optimizer go on).
+    new_data = state is not None and bool(state.segments) and \
+        _data_identity(state.segments[-1].get("data")) != _data_identity(data)
     segments = [*(state.segments if state else []), {
-        "command": cfg.command, "data": folder.describe(), "from_epoch": initial_epoch,
-        "started": _utc_now(),
+        "command": cfg.command, "data": data, "from_epoch": initial_epoch,
+        "started": _utc_now(), "best_reset": new_data,
     }]
 
     def save_checkpoint(net: Any) -> None:
@@ -760,10 +765,13 @@ def train_reconstructor(
         observer=observer, stop=stop, checkpoint=save_checkpoint,
     )
     if state is not None:
+        keep_best = not new_data
         loop.restore(
             epochs_done=state.epochs_done, steps_done=state.steps_done,
-            history=[EpochReport(**r) for r in state.history], best_val=state.best_val,
-            best_epoch=state.best_epoch, best_weights=state.best_weights,
+            history=[EpochReport(**r) for r in state.history],
+            best_val=state.best_val if keep_best else None,
+            best_epoch=state.best_epoch if keep_best else None,
+            best_weights=state.best_weights if keep_best else None,
         )
     summary = {
         "train": len(train_pairs), "validation": int(len(val_idx)), "tile": cfg.tile,
@@ -824,6 +832,16 @@ def _restore_optimizer(model: Any, values: list[np.ndarray], out: Path) -> None:
         )
     for variable, value in zip(variables, values, strict=True):
         variable.assign(value)
+
+
+def _data_identity(data: Any) -> Any:
+    """What makes two training data sets the same: the manifest's SHA-256, else the folder."""
+    if not isinstance(data, dict):
+        return data
+    manifest = data.get("manifest")
+    if isinstance(manifest, dict) and manifest.get("sha256"):
+        return manifest["sha256"]
+    return data.get("folder")
 
 
 def _report_dict(report: EpochReport) -> dict[str, Any]:

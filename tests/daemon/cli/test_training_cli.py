@@ -297,6 +297,7 @@ def test_resume_reconstructor_training_continues_the_steps(data: Path, tmp_path:
     assert training["extra"]["steps_total"] == 6
     assert [h["epoch"] for h in training["extra"]["history"]] == [1, 2, 3]
     assert [(s["from_epoch"], s["to_epoch"]) for s in training["extra"]["segments"]] == [(0, 1), (1, 3)]
+    assert training["extra"]["segments"][1]["best_reset"] is False  # same data: best kept
     state = load_state(out)
     assert (state.epochs_done, state.steps_done) == (3, 6)
     # Nadam's step counter went on from the checkpoint instead of restarting at 0.

@@ -261,7 +261,8 @@ class QualityStats(BaseModel):
 
 
 class DomainReport(BaseModel):
-    """The same rows for the pairs of one domain (objective, modality, specimen ...)."""
+    """The same rows for the pairs of one domain (``mode=...`` or ``specimen=...``; a pair
+    is in one of each)."""
 
     n: int
     input: QualityStats
@@ -371,33 +372,35 @@ def pair_records(folder: PairedFolder) -> dict[str, dict[str, Any]]:
 
 
 def _manifest_optics(manifest: dict[str, Any], item: dict[str, Any]) -> Any:
-    """The simulator's optics for one pair (its record's, else the data set's by objective)."""
-    from refocusd.models.synth.optics import OBJECTIVES, Optics
+    """The simulator's optics for one pair: its record's exact ``optics`` (the broadened
+    simulator writes one per item), else the data set's table by objective."""
+    from refocusd.models.synth.domains import optics_from_record
+    from refocusd.models.synth.optics import OBJECTIVES
 
     spec = item.get("optics")
     if not isinstance(spec, dict):
         table = (manifest.get("parameters") or {}).get("optics") or {}
         spec = table.get(item.get("objective")) if isinstance(table, dict) else None
     if isinstance(spec, dict):
-        fields = set(Optics.__dataclass_fields__)
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items() if k in fields}
         try:
-            return Optics(**values)
+            return optics_from_record(spec)
         except (TypeError, ValueError):
             return None
     return OBJECTIVES.get(str(item.get("objective")))
 
 
-def domain_of(record: dict[str, Any] | None) -> str:
-    """The domain a pair belongs to, from its manifest record (``domain`` if the simulator
-    names one, else objective and modality)."""
+def domains_of(record: dict[str, Any] | None) -> list[str]:
+    """The domains a pair belongs to, from its manifest record: its imaging mode and its
+    specimen where the simulator names them (``mode=dic``, ``specimen=clusters``), else its
+    objective and modality."""
     if not record:
-        return "unknown"
-    if record.get("domain"):
-        return str(record["domain"])
+        return ["unknown"]
+    named = [f"{axis}={record[axis]}" for axis in ("mode", "specimen") if record.get(axis)]
+    if named:
+        return named
     optics = record.get("_optics")
     modality = getattr(optics, "modality", None) or record.get("modality")
-    return "/".join(str(p) for p in (record.get("objective"), modality) if p) or "unknown"
+    return ["/".join(str(p) for p in (record.get("objective"), modality) if p) or "unknown"]
 
 
 def evaluate_reconstructor(
@@ -430,7 +433,7 @@ def evaluate_reconstructor(
         record = records.get(name)
         restored = reconstructor.reconstruct(source)
         row: dict[str, Any] = {
-            "domain": domain_of(record),
+            "domains": domains_of(record),
             "input": (ssim(target, source), psnr(target, source)),
             "reconstruction": (ssim(target, restored), psnr(target, restored)),
         }
@@ -484,8 +487,8 @@ def evaluate_reconstructor(
             realism_auc_focused_vs_richardson_lucy=realism(subset, "rl"),
             realism_auc_focused_vs_physics=realism(subset, "physics"),
         )
-        for domain in sorted({r["domain"] for r in rows})
-        for subset in [[r for r in rows if r["domain"] == domain]]
+        for domain in sorted({d for r in rows for d in r["domains"]})
+        for subset in [[r for r in rows if domain in r["domains"]]]
     }
     report = ReconstructorReport(
         model=reconstructor.model_id,

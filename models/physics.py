@@ -26,6 +26,7 @@ where a learnt prior should win. Pure numpy/scipy.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -33,11 +34,16 @@ import numpy as np
 import scipy.fft as sfft
 from scipy import ndimage
 
-from refocusd.models.synth.optics import Optics, illumination_directions, propagation_kernel
+from refocusd.models.synth.optics import (
+    Optics,
+    condenser_area_na,
+    illumination_directions,
+    pupil_function,
+)
 
 #: Wiener noise levels searched per pair (relative to the peak |H|², oracle choice on the
 #: pair's own target, as the Richardson–Lucy baseline's PSF search).
-EPSILON_GRID: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
+EPSILON_GRID: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0)
 ABSORPTION_RATIO = 0.05  # κ: absorption variance / phase variance of the simulated cells
 _BACKGROUND_SIGMA_FRACTION = 1 / 12  # smooth background: a Gaussian of this share of the side
 
@@ -50,42 +56,43 @@ class TransferFunctions:
     phase: np.ndarray
 
 
-def _pupil(optics: Optics, fy: np.ndarray, fx: np.ndarray, z_um: float, field_um: float) -> np.ndarray:
-    lam = optics.wavelength_um
-    fr = np.sqrt(fy**2 + fx**2)
-    pupil = propagation_kernel(fy, fx, z_um, lam).astype(np.complex128) * (fr <= optics.na / lam)
-    if optics.modality == "phase_contrast":
-        inner, outer = optics.condenser_annulus_na
-        margin = max(optics.phase_ring_margin_na / lam, 1.0 / field_um)
-        ring = (fr >= inner / lam - margin) & (fr <= outer / lam + margin)
-        factor = math.sqrt(optics.phase_ring_transmission) * np.exp(-1j * optics.phase_ring_shift_rad)
-        pupil = np.where(ring, pupil * factor, pupil)
-    return pupil
-
-
 def weak_object_transfer(
     optics: Optics, shape: tuple[int, int], pixel_size_um: float, z_um: float
 ) -> TransferFunctions:
-    """``H_a`` and ``H_φ`` of ``optics`` at defocus ``z_um`` for a ``shape`` frame."""
+    """``H_a`` and ``H_φ`` of ``optics`` at defocus ``z_um`` for a ``shape`` frame.
+
+    The pupil (aperture, defocus, phase ring with its side bands, DIC shear filter) and the
+    condenser sampling are the simulator's own (``pupil_function``,
+    ``illumination_directions``). In fluorescence the image is linear in the emitter
+    density with the incoherent OTF, returned as ``absorption`` (``phase`` is zero).
+    """
     ny, nx = shape
     ly, lx = ny * pixel_size_um, nx * pixel_size_um
-    lam = optics.wavelength_um
     fy = sfft.fftfreq(ny, d=pixel_size_um)[:, None]
     fx = sfft.fftfreq(nx, d=pixel_size_um)[None, :]
+    if optics.modality == "fluorescence":
+        return TransferFunctions(_incoherent_otf(optics, fy, fx, z_um), np.zeros((ny, nx), np.complex128))
+    lam = optics.wavelength_um
+    margin = 1.0 / min(ly, lx)
+
+    def pupil(ky: np.ndarray, kx: np.ndarray) -> np.ndarray:
+        return pupil_function(optics, ky, kx, z_um, min_margin=margin).astype(np.complex128)
+
     # Source points on the frame's own frequency grid, as the simulator samples them.
     na = illumination_directions(optics)
     shifts = np.stack([np.rint(na[:, 0] / lam * ly), np.rint(na[:, 1] / lam * lx)], axis=1)
     shifts, counts = np.unique(shifts, axis=0, return_counts=True)
     weights = counts / counts.sum()
-    sy, sx = shifts[:, 0] / ly, shifts[:, 1] / lx
-    field = min(ly, lx)
     h_a = np.zeros((ny, nx), np.complex128)
     h_p = np.zeros((ny, nx), np.complex128)
     background = 0.0
-    for y, x, w in zip(sy, sx, weights, strict=True):
-        p0 = complex(_pupil(optics, np.array([[y]]), np.array([[x]]), z_um, field)[0, 0])
-        plus = _pupil(optics, fy + y, fx + x, z_um, field)
-        minus = np.conj(_pupil(optics, y - fy, x - fx, z_um, field))
+    for (sy, sx), w in zip(shifts, weights, strict=True):
+        y, x = sy / ly, sx / lx
+        p0 = complex(pupil(np.array([[y]]), np.array([[x]]))[0, 0])
+        if p0 == 0:
+            continue  # outside the pupil (oblique light): dark-field only, no linear term
+        plus = pupil(fy + y, fx + x)
+        minus = np.conj(pupil(y - fy, x - fx))
         h_a += w * (np.conj(p0) * plus + p0 * minus)
         h_p += w * 1j * (np.conj(p0) * plus - p0 * minus)
         background += w * abs(p0) ** 2
@@ -95,18 +102,23 @@ def weak_object_transfer(
     h_p /= background
     # The simulator spreads each source point over its share of the condenser (a Gaussian
     # whose width grows with |z|); the same blur multiplies both transfer functions.
-    if optics.modality == "phase_contrast":
-        inner, outer = optics.condenser_annulus_na
-        area = math.pi * (outer**2 - inner**2)
-    else:
-        area = math.pi * optics.brightfield_condenser_na**2
-    if optics.n_illumination_directions > 1:
-        cell = max(math.sqrt(area / optics.n_illumination_directions), lam / field)
+    if len(shifts) > 1:
+        cell = max(math.sqrt(condenser_area_na(optics) / optics.n_illumination_directions), lam / min(ly, lx))
         sigma = 0.29 * abs(z_um) * cell
         blur = np.exp(-2.0 * math.pi**2 * sigma**2 * (fy**2 + fx**2))
         h_a *= blur
         h_p *= blur
     return TransferFunctions(h_a, h_p)
+
+
+def _incoherent_otf(optics: Optics, fy: np.ndarray, fx: np.ndarray, z_um: float) -> np.ndarray:
+    """OTF of the defocused intensity PSF |h_z|^2 on the frame's grid (OTF(0) = 1)."""
+    lam = optics.emission_wavelength_um or optics.wavelength_um
+    coherent = dataclasses.replace(optics, modality="brightfield", brightfield_condenser_na=0.0)
+    pupil = pupil_function(coherent, fy, fx, z_um, wavelength_um=lam)
+    psf = np.abs(sfft.ifft2(pupil)) ** 2
+    otf = sfft.fft2(psf)
+    return otf / otf[0, 0]
 
 
 class Refocuser:

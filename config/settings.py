@@ -180,6 +180,14 @@ class ModelSettings(Section):
     device: Literal["auto", "cpu", "gpu"] = "auto"
     mixed_precision: bool = False
     batch_size: int = Field(16, ge=1, le=256)
+    pixel_size_um: float | None = Field(
+        None, gt=0, le=1000,
+        description="µm per pixel of frames whose source does not state it (the source's own "
+        "value wins). Unknown: the classifier works in native pixels.",
+    )
+    crops: int | None = Field(
+        None, ge=1, le=64, description="Crops per frame for crop classifiers (default: the model's)."
+    )
 
 
 class RefocusSettings(Section):

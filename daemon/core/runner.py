@@ -152,7 +152,9 @@ class Runner:
             return self._outcome(frame, None, Outcome.QUARANTINED, problem, 0, _ms(time.perf_counter() - started))
 
         flog = flog.bind(p_focused=round(verdict.p_focused, 4), label=verdict.label)
-        flog.info("frame.classified", model=verdict.model_id, classify_ms=_ms(verdict.latency_s))
+        flog.info("frame.classified", model=verdict.model_id, classify_ms=_ms(verdict.latency_s),
+                  pixel_size_um=verdict.pixel_size_um, defocus_um=_round3(verdict.defocus_um),
+                  defocus_sigma_um=_round3(verdict.defocus_sigma_um))
         decision = self._decide(verdict, frame, attempts=0)
         decided_ms = _ms(time.perf_counter() - started)
 
@@ -349,6 +351,10 @@ def _retry_outcome(decision: Decision) -> Outcome:
     if decision.action is Action.ACCEPT:
         return Outcome.ACCEPTED
     return Outcome.LATE if decision.reason is Reason.MISSED_TIMEPOINT else Outcome.DEFOCUSED
+
+
+def _round3(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 def _ms(seconds: float) -> float:

@@ -251,6 +251,7 @@ class SimulatedMicroscope:
             z_um=self.stage.z_um,
             retry=0,
             experiment=self.experiment,
+            pixel_size_um=self.camera.pixel_size_um,
             metadata={
                 **self._truth(defocus),
                 "autofocus_missed": af.missed,
@@ -412,6 +413,7 @@ class SimulatedMicroscope:
             z_um=info["z_um"],
             retry=info["retry"],
             experiment=info["experiment"],
+            pixel_size_um=info.get("pixel_size_um"),
             metadata={**info["metadata"], "resumed": True},
         )
 

@@ -239,6 +239,10 @@ class ReconstructionSettings(Section):
         0.9, gt=0, le=10,
         description="Quality score: fine-detail sharpness after / before must reach this.",
     )
+    defocus_tolerance_um: float = Field(
+        1.0, ge=0, le=1000,
+        description="Quality score: the classifier's defocus estimate may grow by this (or its sigma) at most.",
+    )
     min_input_structure: float = Field(
         0.008, ge=0, le=1,
         description="Quality score: inputs with less contrast than this (empty fields) are not_improved.",

@@ -211,6 +211,7 @@ class Service:
                 min_sharpness_gain=s.reconstruction.min_sharpness_gain,
                 min_p_focused=s.reconstruction.min_p_focused,
                 min_input_structure=s.reconstruction.min_input_structure,
+                defocus_tolerance_um=s.reconstruction.defocus_tolerance_um,
             ),
             write_not_improved=s.reconstruction.write_not_improved,
         )

@@ -47,7 +47,9 @@ class QualityRule:
       focused (``p_focused >= 0.5``) where the input had none;
     - ``min_p_focused``: optionally, an absolute floor for the output's ``p_focused`` (0: off);
     - ``min_sharpness_gain``: the fine-detail sharpness must not fall below this ratio;
-    - ``min_input_structure``: below this the input holds nothing to restore.
+    - ``min_input_structure``: below this the input holds nothing to restore;
+    - where the classifier estimates defocus, its magnitude must not grow by more than
+      ``defocus_tolerance_um`` (or the input estimate's sigma, if larger).
 
     Defaults were calibrated with ``bench/bench_reconstruction_gate.py`` (BENCHMARKS.md).
     """
@@ -56,6 +58,7 @@ class QualityRule:
     min_p_focused: float = 0.0
     min_sharpness_gain: float = 0.9
     min_input_structure: float = 0.008
+    defocus_tolerance_um: float = 1.0  # the estimate may grow by this (or its sigma) at most
 
     def __post_init__(self) -> None:
         if self.min_sharpness_gain <= 0 or not 0.0 <= self.min_p_focused <= 1.0:
@@ -187,8 +190,11 @@ def score_reconstruction(
     if p_after < rule.min_p_focused:
         reasons.append(f"p_focused {p_after:.3f} < {rule.min_p_focused}")
     dz_before, dz_after = verdict_before.defocus_um, verdict_after.defocus_um
-    if dz_before is not None and dz_after is not None and abs(dz_after) > abs(dz_before):
-        reasons.append(f"estimated defocus grew ({dz_before:+.1f} -> {dz_after:+.1f} um)")
+    if dz_before is not None and dz_after is not None:
+        tolerance = max(rule.defocus_tolerance_um, verdict_before.defocus_sigma_um or 0.0)
+        if abs(dz_after) - abs(dz_before) > tolerance:
+            reasons.append(f"estimated defocus grew ({dz_before:+.1f} -> {dz_after:+.1f} um, "
+                           f"tolerance {tolerance:.1f})")
     return ReconstructionScore(
         quality=NOT_IMPROVED if reasons else IMPROVED,
         reasons=tuple(reasons),

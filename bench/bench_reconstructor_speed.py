@@ -5,13 +5,14 @@ stitching the runtime uses, and its ratio against the shipped default measured i
 run (other jobs share these cores, so ratios are the comparable figure):
 
 1. the shipped default (``load_reconstructor("default")``, automatic tile) end to end;
-2. ResUNet widths 8 / 12 / 16 / 24 / 32 / 64 (paper) at the automatic tile, untrained
-   weights (the cost does not depend on the weights);
+2. ResUNet widths (default 8 / 12 / 16 / 24 / 32; 64 is the paper's) at the automatic
+   tile, untrained weights (the cost does not depend on the weights);
 3. the shipped default at fixed tiles 388 (the paper's) and 580, and with 1 thread;
 4. TFLite (XNNPACK delegate) float32 and dynamic-range int8 of the shipped default at its
    automatic tile, with the SSIM of their output against the Keras output (quality held?).
 
-    python bench/bench_reconstructor_speed.py [--repeats 3] [--only keras tflite] [--json]
+    python bench/bench_reconstructor_speed.py [--repeats 3] [--widths 8 16 64]
+        [--only keras threads tflite] [--json]
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def median_s(fn: Any, repeats: int) -> float:
     return statistics.median(times)
 
 
-def keras_variants(pixels: np.ndarray, repeats: int) -> list[dict[str, Any]]:
+def keras_variants(pixels: np.ndarray, repeats: int, widths: list[int]) -> list[dict[str, Any]]:
     import tensorflow as tf
 
     from refocusd.models import tiling
@@ -72,7 +73,7 @@ def keras_variants(pixels: np.ndarray, repeats: int) -> list[dict[str, Any]]:
     say(f"  shipped default: {reference:.2f} s (tile {auto_tile})")
 
     net_in, _ = to_network_range(pixels)
-    for width in (8, 12, 16, 24, 32, 64):
+    for width in widths:
         model = build_resunet(width, input_size=None)
         window = auto_tile + 2 * tiling.MARGIN
         fn = tf.function(lambda x, m=model: m(x, training=False),
@@ -171,6 +172,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", nargs="*", choices=("keras", "threads", "tflite"),
                         default=["keras", "threads", "tflite"])
+    parser.add_argument("--widths", type=int, nargs="*", default=[8, 12, 16, 24, 32])
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     say(f"reconstructor speed on one {SIDE}x{SIDE} frame, {os.cpu_count()} CPU(s), "
@@ -178,7 +180,7 @@ def main() -> None:
     pixels = frame()
     rows: list[dict[str, Any]] = []
     if "keras" in args.only:
-        rows += keras_variants(pixels, args.repeats)
+        rows += keras_variants(pixels, args.repeats, args.widths)
     reference = rows[0]["seconds"] if rows else None
     if "threads" in args.only:
         row = one_thread(pixels, args.repeats)

@@ -101,6 +101,7 @@ class ReconstructorTrainConfig:
     version: str | None = None
     command: str = ""
     resume: bool = False  # continue OUT's checkpoint up to ``epochs`` epochs in all
+    learning_rate: float | None = None  # None: the paper's schedule; else constant (per segment)
 
 
 # ------------------------------------------------------------------------ observation
@@ -744,7 +745,7 @@ def train_reconstructor(
         _data_identity(state.segments[-1].get("data")) != _data_identity(data)
     segments = [*(state.segments if state else []), {
         "command": cfg.command, "data": data, "from_epoch": initial_epoch,
-        "started": _utc_now(), "best_reset": new_data,
+        "started": _utc_now(), "best_reset": new_data, "learning_rate": cfg.learning_rate,
     }]
 
     def save_checkpoint(net: Any) -> None:
@@ -760,7 +761,7 @@ def train_reconstructor(
 
     loop = _Loop(
         kind="reconstructor", epochs=cfg.epochs, steps=steps,
-        schedule=lambda e: reconstructor_learning_rate(e, fine_tune=fine_tune),
+        schedule=lambda e: cfg.learning_rate or reconstructor_learning_rate(e, fine_tune=fine_tune),
         validate=validate, better=lambda new, old: new["ssim"] > old["ssim"],
         observer=observer, stop=stop, checkpoint=save_checkpoint,
     )
@@ -806,6 +807,7 @@ def train_reconstructor(
                 "optimizer": "Nadam",
                 "loss": "1 - SSIM(max_val=255)",
                 "schedule": "lr 2e-4, 1e-4 from epoch 25" if fine_tune else "lr 1e-3 (Nadam default)",
+                "schedule_override": "see segments[].learning_rate (constant where set)",
                 "batch_size": cfg.batch_size, "steps_per_epoch": steps,
                 "tile": cfg.tile, "window": window,
                 "tiles": "random tiles of the frame mirrored by 92 px (real context inside "

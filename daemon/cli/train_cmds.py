@@ -276,6 +276,11 @@ def train_reconstructor(
     augment: bool = typer.Option(True, "--augment/--no-augment", help="Random flips/rotations."),
     name: str = typer.Option("resunet", "--name", help="Model name in the card."),
     version: str | None = typer.Option(None, "--version", help="Model version (default: UTC time)."),
+    learning_rate: float | None = typer.Option(
+        None, "--learning-rate", min=1e-7, max=1.0,
+        help="Constant learning rate for this run/segment (default: the paper's schedule, "
+             "1e-3 from scratch, 2e-4 then 1e-4 when fine-tuning).",
+    ),
     resume: bool = typer.Option(
         False, "--resume",
         help="Continue OUT's checkpoint (written after every epoch) up to --epochs in all; "
@@ -291,6 +296,7 @@ def train_reconstructor(
         tile=tile, val_fraction=val_fraction, batch_size=batch_size,
         steps_per_epoch=steps_per_epoch, val_tiles_per_pair=val_tiles, augment=augment,
         name=name, version=version, command=_command_line(), resume=resume,
+        learning_rate=learning_rate,
     )
     if resume and base is not None:
         err_console.print("[bold red]error:[/] --resume continues OUT's own run; drop --base")

@@ -277,7 +277,7 @@ def train_reconstructor(
     name: str = typer.Option("resunet", "--name", help="Model name in the card."),
     version: str | None = typer.Option(None, "--version", help="Model version (default: UTC time)."),
     learning_rate: float | None = typer.Option(
-        None, "--learning-rate", min=1e-7, max=1.0,
+        None, "--lr", min=1e-7, max=1.0,
         help="Constant learning rate for this run/segment (default: the paper's schedule, "
              "1e-3 from scratch, 2e-4 then 1e-4 when fine-tuning).",
     ),

@@ -1,4 +1,5 @@
-"""Resumable training state: one ``.npz`` file written atomically after every full epoch.
+"""Resumable training state: one ``.npz`` file written atomically after every full epoch
+(and when a run is stopped: the cut-short epoch then counts as run).
 
 ``OUT/checkpoint/state.npz`` holds the network's current weights, the optimizer's variables
 (Nadam's moments and step counter), the best weights so far and a JSON record (epochs and

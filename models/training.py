@@ -178,7 +178,7 @@ class _Loop:
         self.kind, self.epochs, self.steps = kind, epochs, steps
         self.schedule, self.validate, self.better = schedule, validate, better
         self.observer, self.stop = observer, stop
-        # checkpoint(model): called after every *full* epoch (a resumable state).
+        # checkpoint(model): called after every full epoch and on a stop (a resumable state).
         self.checkpoint = checkpoint
         self.best_weights: list[np.ndarray] | None = None
         self.best_val: dict[str, float] | None = None
@@ -243,7 +243,10 @@ class _Loop:
                 )
                 if loop.observer is not None:
                     loop.observer.on_epoch(report)
-                if loop.checkpoint is not None and loop._epoch_steps == loop.steps:
+                # After every full epoch, and on a stop (the cut-short epoch then counts as
+                # run: its steps are in steps_total, so nothing trained is lost on resume).
+                stopping = loop.stop is not None and loop.stop.is_set()
+                if loop.checkpoint is not None and (loop._epoch_steps == loop.steps or stopping):
                     loop.checkpoint(self.model)
                 if loop.stop is not None and loop.stop.is_set():
                     loop.interrupted = True

@@ -92,6 +92,9 @@ def main() -> None:
         # The watcher alone (settle → hash → read), no classifier: its own capacity.
         from refocusd.drivers.nis import NisExportFolder, open_fingerprints
 
+        from refocusd.daemon.state.ledger import Ledger
+
+        Ledger.open(work / "state" / "l.sqlite").close()  # its migrations create the fingerprints table
         driver = NisExportFolder(settings.driver.nis, fingerprints=open_fingerprints(work / "state" / "l.sqlite"),
                                  stop=stop)
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from refocusd.models.focus_measures import FOCUS_MEASURES
 from refocusd.models import ModelError, Verdict
-from refocusd.models.runtime import DeviceInfo
+from refocusd.models.api import DeviceInfo, valid_threshold
 
 CALIBRATION_KIND = "refocusd.focus_measure"
 
@@ -86,7 +86,16 @@ class FocusMeasureClassifier:
     def __init__(self, calibration: FocusMeasureCalibration, *, threshold: float = 0.5) -> None:
         self.calibration = calibration
         self._measure = FOCUS_MEASURES[calibration.measure]
-        self._p_threshold = threshold
+        self._p_threshold = valid_threshold(threshold)
+
+    @property
+    def threshold(self) -> float:
+        """p(focused) at or above which a frame is focused (not the measure's threshold)."""
+        return self._p_threshold
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        self._p_threshold = valid_threshold(value)
 
     @property
     def device(self) -> DeviceInfo:

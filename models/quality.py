@@ -217,3 +217,21 @@ def _logit(p: float) -> float:
 
 def _classify(classifier: FocusClassifier, pixels: np.ndarray, pixel_size_um: float | None) -> Verdict:
     return classifier.classify(pixels, pixel_size_um=pixel_size_um)
+
+
+@dataclass(frozen=True, slots=True)
+class QualityScorer:
+    """A classifier and a rule: what the reconstruct-and-write pipeline scores with."""
+
+    classifier: FocusClassifier
+    rule: QualityRule = QualityRule()
+
+    def score(self, before: np.ndarray, after: np.ndarray, *, verdict: Verdict | None = None,
+              pixel_size_um: float | None = None) -> ReconstructionScore:
+        """``verdict``: the input's verdict as recorded; reused when this classifier made it."""
+        reuse = verdict is not None and verdict.model_id == self.classifier.model_id
+        if pixel_size_um is None and verdict is not None:
+            pixel_size_um = verdict.pixel_size_um
+        return score_reconstruction(self.classifier, before, after, self.rule,
+                                    verdict_before=verdict if reuse else None,
+                                    pixel_size_um=pixel_size_um)

@@ -75,7 +75,7 @@ def _where(record: dict[str, Any]) -> str:
     return where
 
 
-def _short(value: Any) -> str:
+def _short(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     text = str(value)

@@ -13,6 +13,7 @@ from typing import Protocol
 import numpy as np
 import structlog
 
+from refocusd.config.errors import RefocusdError
 from refocusd.config.settings import RefocusSettings
 from refocusd.models.focus_measures import FOCUS_MEASURES
 from refocusd.drivers import DriverError, StageControl
@@ -23,7 +24,7 @@ log = structlog.get_logger(__name__)
 Scorer = Callable[[np.ndarray], float]
 
 
-class RefocusFailed(RuntimeError):
+class RefocusFailed(RefocusdError, RuntimeError):
     """The strategy could not find or reach a focus position."""
 
 

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import structlog
 
-from refocusd.daemon.core.frame_checks import frame_problem
+from refocusd.models.frame_checks import InvalidFrame, as_frame
 from refocusd.daemon.output.spool import write_atomically
+from refocusd.daemon.state.jobs import ReconstructionRequest, RecordedVerdict
 from refocusd.daemon.state.ledger import DuplicateSource, FrameRecord, Ledger
 from refocusd.daemon.vocabulary import Action, Outcome, Reason
 from refocusd.daemon.core.policy import Decision, decide
@@ -119,6 +120,7 @@ class Runner:
                     log.info("runner.stop_requested", processed=processed)
                     break
         finally:
+            # getattr: a generator's close() runs its finally blocks; other iterators have none
             close = getattr(frames, "close", None)
             if close is not None:
                 close()
@@ -139,13 +141,15 @@ class Runner:
         if self._ledger.has_source(frame.source.key):
             flog.info("frame.duplicate")
             return None
-        problem = frame_problem(frame.pixels)
         verdict = None
-        if problem is None:
-            try:
-                verdict = self._classifier.classify(frame.pixels, pixel_size_um=frame.pixel_size_um)
-            except PixelFormatError as exc:
-                problem = str(exc)
+        try:
+            # The one frame validator (the CLI and the worker use it too): an RGBA frame is
+            # classified without its alpha, a z-stack is quarantined.
+            verdict = self._classifier.classify(as_frame(frame.pixels), pixel_size_um=frame.pixel_size_um)
+        except (InvalidFrame, PixelFormatError) as exc:
+            problem: str | None = str(exc)
+        else:
+            problem = None
         if verdict is None:
             self._ledger.record_frame(self._record(frame, None, Action.QUARANTINE, Outcome.QUARANTINED, problem))
             flog.warning("frame.quarantined", reason=problem)
@@ -268,7 +272,7 @@ class Runner:
         )
         try:
             _, job_id = self._ledger.record_frame_and_enqueue(
-                record, reason.value, self._payload(frame, verdict), self._options.max_job_attempts
+                record, reason.value, self._request(frame, verdict), self._options.max_job_attempts
             )
         except DuplicateSource:
             flog.info("frame.duplicate")
@@ -277,21 +281,21 @@ class Runner:
 
     def _enqueue(self, frame: Frame, frame_id: int, verdict: Verdict, reason: Reason, flog) -> None:
         job_id = self._ledger.enqueue_reconstruction(
-            frame_id, reason.value, self._payload(frame, verdict), self._options.max_job_attempts
+            frame_id, reason.value, self._request(frame, verdict), self._options.max_job_attempts
         )
         flog.info("reconstruct.queued", job_id=job_id, reason=reason.value)
 
-    def _payload(self, frame: Frame, verdict: Verdict) -> dict:
+    def _request(self, frame: Frame, verdict: Verdict) -> ReconstructionRequest:
         uri, page, root = self._durable_source(frame)
-        return {
-            "source_uri": uri,
-            "source_page": page,
-            "source_root": root,
-            "coords": frame.coords.as_dict(),
-            "acquired_at": frame.acquired_at,
-            "experiment": frame.experiment or self._options.experiment,
-            "verdict": {"p_focused": verdict.p_focused, "label": verdict.label, "model": verdict.model_id},
-        }
+        return ReconstructionRequest(
+            source_uri=uri,
+            source_page=page,
+            source_root=root,
+            coords=frame.coords.as_dict(),
+            acquired_at=frame.acquired_at,
+            experiment=frame.experiment or self._options.experiment,
+            verdict=RecordedVerdict.from_verdict(verdict),
+        )
 
     def _durable_source(self, frame: Frame) -> tuple[str, int | None, str | None]:
         """A file the reconstruction job can read after a crash.

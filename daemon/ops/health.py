@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+from refocusd.config.errors import RefocusdError
+from refocusd.config.files import atomic_write
 from refocusd.config.settings import HealthSettings
 
 HEALTH_FILE = "health.json"
@@ -52,9 +54,7 @@ class HealthSnapshot:
 
 def write_health(path: Path, snapshot: HealthSnapshot) -> None:
     """Write-then-rename: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(snapshot.as_dict(), indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(snapshot.as_dict(), indent=1))
 
 
 def read_health(path: Path) -> HealthSnapshot | None:
@@ -68,8 +68,10 @@ def read_health(path: Path) -> HealthSnapshot | None:
     return HealthSnapshot(**{k: v for k, v in data.items() if k in known})
 
 
-class HealthFileError(RuntimeError):
+class HealthFileError(RefocusdError, RuntimeError):
     """health.json exists but cannot be read."""
+
+    label = "health file error"
 
 
 def disk_free_bytes(path: Path) -> int | None:

@@ -19,12 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from refocusd.config.errors import UsageError
+
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 _RELATIVE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-class BadFilter(ValueError):
+class BadFilter(UsageError, ValueError):
     """A filter argument cannot be understood (the message says how to write it)."""
 
 

@@ -15,9 +15,11 @@ import numpy as np
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from refocusd.config.errors import RefocusdError
 from refocusd.config.settings import MetricsSettings
 from refocusd.daemon.vocabulary import Outcome
 from refocusd.models import FocusClassifier, FrameReconstructor, Verdict
+from refocusd.models.api import DeviceInfo
 
 log = structlog.get_logger("refocusd.metrics")
 
@@ -106,8 +108,17 @@ class MeteredClassifier:
             self._metrics.classification_seconds.observe(verdict.latency_s)
         return verdicts
 
-    def __getattr__(self, name: str) -> Any:  # device, threshold, card... of the real classifier
-        return getattr(self._inner, name)
+    @property
+    def device(self) -> DeviceInfo:
+        return self._inner.device
+
+    @property
+    def threshold(self) -> float:
+        return self._inner.threshold
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        self._inner.threshold = value
 
 
 class MeteredReconstructor:
@@ -125,15 +136,22 @@ class MeteredReconstructor:
     def provenance(self) -> dict[str, object]:
         return self._inner.provenance
 
+    @property
+    def threads(self) -> int:
+        return self._inner.threads
+
+    def parameters_for(self, height: int, width: int) -> dict[str, object]:
+        return self._inner.parameters_for(height, width)
+
     def reconstruct(self, pixels: np.ndarray) -> np.ndarray:
         with self._metrics.reconstruction_seconds.time():
             return self._inner.reconstruct(pixels)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
+    def close(self) -> None:
+        self._inner.close()
 
 
-class MetricsUnavailable(RuntimeError):
+class MetricsUnavailable(RefocusdError, RuntimeError):
     """The metrics endpoint cannot listen where it was told to (port taken, bad address)."""
 
 
@@ -143,7 +161,7 @@ class MetricsServer:
     def __init__(self, settings: MetricsSettings, metrics: ServiceMetrics) -> None:
         self._settings = settings
         self._metrics = metrics
-        self._server: Any = None
+        self._server: Any = None  # Any: prometheus-client's WSGI server object is untyped
         self.url: str | None = None
 
     def start(self) -> str | None:

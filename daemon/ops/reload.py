@@ -24,7 +24,7 @@ class ReloadPlan:
     needs_restart: list[str]
 
 
-def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:  # Any: JSON values of a settings dump
     if isinstance(obj, dict):
         out: dict[str, Any] = {}
         for key, value in obj.items():

@@ -14,20 +14,36 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 import structlog
 
 from refocusd.config import ConfigError, Settings
+from refocusd.daemon.core.runner import FrameOutcome
 from refocusd.daemon.ops.health import HEALTH_FILE, HealthSnapshot, State, disk_free_bytes, problems, write_health
 from refocusd.daemon.ops.metrics import MeteredClassifier, MeteredReconstructor, MetricsServer, ServiceMetrics
 from refocusd.daemon.ops.notify import Notifier
 from refocusd.daemon.ops.reload import plan_reload
 from refocusd.drivers import DriverHealth, HealthReporting, Microscope
+from refocusd.models import FocusClassifier, FrameReconstructor
 
 log = structlog.get_logger("refocusd.supervision")
 
 _POLL_S = 0.2  # how quickly a SIGHUP or a stop is noticed by the supervision thread
+
+
+class QueueView(Protocol):
+    """What supervision reads of the job queue (the ledger is one)."""
+
+    def queue_depth(self) -> int: ...
+
+    def oldest_pending_job_at(self) -> float | None: ...
+
+
+class WorkerView(Protocol):
+    """What supervision reads of the reconstruction worker."""
+
+    def alive(self) -> bool: ...
 
 
 class Supervisor:
@@ -47,10 +63,10 @@ class Supervisor:
         self._health_path = settings.service.state_dir / HEALTH_FILE
         self._closed = threading.Event()
         self._thread: threading.Thread | None = None
-        self._classifier: Any = None
-        self._ledger: Any = None
+        self._classifier: FocusClassifier | None = None
+        self._ledger: QueueView | None = None
         self._driver: Microscope | None = None
-        self._worker: Any = None
+        self._worker: WorkerView | None = None
         self._run_id = ""
         self._device = ""
         self._frames = 0
@@ -60,23 +76,23 @@ class Supervisor:
 
     # -- hooks called by the Service ------------------------------------------------------
 
-    def wrap_classifier(self, classifier: Any) -> MeteredClassifier:
+    def wrap_classifier(self, classifier: FocusClassifier) -> MeteredClassifier:
         self._classifier = classifier
-        device = getattr(classifier, "device", None)
-        if device is not None:
-            self._device = device.describe()
-            self.metrics.set_device(device.kind, device.name)
+        device = classifier.device
+        self._device = device.describe()
+        self.metrics.set_device(device.kind, device.name)
         return MeteredClassifier(classifier, self.metrics)
 
-    def wrap_reconstructor(self, reconstructor: Any) -> MeteredReconstructor:
+    def wrap_reconstructor(self, reconstructor: FrameReconstructor) -> MeteredReconstructor:
         return MeteredReconstructor(reconstructor, self.metrics)
 
-    def on_outcome(self, label: str | None, outcome: str, attempts: int) -> None:
+    def on_outcome(self, outcome: FrameOutcome) -> None:
+        """An :class:`~refocusd.daemon.core.listeners.OutcomeListener`: count and meter it."""
         self._frames += 1
         self._last_frame_at = time.time()
-        self.metrics.observe_outcome(label, outcome, attempts)
+        self.metrics.observe_outcome(outcome.label, outcome.outcome, outcome.attempts)
 
-    def started(self, *, run_id: str, ledger: Any, driver: Microscope, worker: Any) -> None:
+    def started(self, *, run_id: str, ledger: QueueView, driver: Microscope, worker: WorkerView) -> None:
         """The service is up: open the metrics endpoint, write health, tell systemd READY."""
         self._run_id, self._ledger, self._driver, self._worker = run_id, ledger, driver, worker
         self.metrics_url = self._server.start()
@@ -211,7 +227,7 @@ class Supervisor:
             root.setLevel(level)
             for handler in root.handlers:
                 handler.setLevel(level)
-        if self._classifier is not None and hasattr(self._classifier, "threshold"):
+        if self._classifier is not None:  # every FocusClassifier has a threshold setter
             self._classifier.threshold = new.models.threshold
         self.settings = new
         log.info(

@@ -35,6 +35,7 @@ from distributed.scheduler import KilledWorker
 from refocusd.daemon.errors import BackendUnavailable
 from refocusd.models import store
 from refocusd.models.api import ModelError
+from refocusd.models.card import ModelCard
 
 log = structlog.get_logger(__name__)
 
@@ -51,10 +52,10 @@ class ReconstructorPlugin(WorkerPlugin):
         self.files = files
         self.device = device
         self.intra_op_threads = intra_op_threads
-        self.reconstructor: Any = None
+        self.reconstructor: Any = None  # Any: a Reconstructor, imported inside the worker (TensorFlow)
         self._folder: tempfile.TemporaryDirectory[str] | None = None
 
-    def setup(self, worker: Any) -> None:
+    def setup(self, worker: Any) -> None:  # Any: distributed passes its Worker (WorkerPlugin API)
         from refocusd.daemon.ops.logging import configure_logging
         from refocusd.models.runtime import configure_threads, load_reconstructor
 
@@ -67,10 +68,10 @@ class ReconstructorPlugin(WorkerPlugin):
         for name, data in self.files.items():
             (Path(self._folder.name) / name).write_bytes(data)
         self.reconstructor = load_reconstructor(self._folder.name, device=self.device)  # type: ignore[arg-type]
-        log.info("dask.worker_ready", worker=getattr(worker, "address", "?"),
+        log.info("dask.worker_ready", worker=getattr(worker, "address", "?"),  # getattr: a test worker has none
                  model=self.reconstructor.model_id, device=self.reconstructor.device.describe())
 
-    def teardown(self, worker: Any) -> None:
+    def teardown(self, worker: Any) -> None:  # Any: as in setup()
         if self._folder is not None:
             self._folder.cleanup()
 
@@ -104,7 +105,7 @@ class DaskReconstructor:
     threads at once (one call per cluster thread keeps the cluster busy).
     """
 
-    def __init__(self, client: Any, card: Any, *, device: str, overlap: int) -> None:
+    def __init__(self, client: Client, card: ModelCard, *, device: str, overlap: int) -> None:
         self._client = client
         self._card = card
         self._device = device
@@ -145,7 +146,7 @@ class DaskReconstructor:
         return self._card.model_id
 
     @property
-    def card(self) -> Any:
+    def card(self) -> ModelCard:
         return self._card
 
     @property
@@ -162,6 +163,7 @@ class DaskReconstructor:
             **self._card.identity(),
             "backend": "dask",
             "scheduler": self._client.scheduler.address,
+            # getattr: threading.local attributes exist only after this thread's first frame
             "worker": getattr(self._last, "worker", None),
             "device": getattr(self._last, "device", f"dask:{self._device}"),
         }

@@ -72,6 +72,7 @@ def software_versions() -> dict[str, str | None]:
             except metadata.PackageNotFoundError:
                 continue
     tf = sys.modules.get("tensorflow")  # the version actually running, when loaded
+    # getattr: a module registered as "tensorflow" need not be TF proper (a lazy loader, a stub)
     if tf is not None and isinstance(getattr(tf, "__version__", None), str):
         versions["tensorflow"] = tf.__version__
     return versions
@@ -146,7 +147,7 @@ def flatten(record: Mapping[str, Any]) -> list[tuple[str, str]]:
     return list(_flatten(record, ""))
 
 
-def _flatten(value: Any, prefix: str) -> Iterator[tuple[str, str]]:
+def _flatten(value: object, prefix: str) -> Iterator[tuple[str, str]]:
     if isinstance(value, Mapping):
         for key, item in value.items():
             yield from _flatten(item, f"{prefix}.{key}" if prefix else str(key))
@@ -161,7 +162,7 @@ def _flatten(value: Any, prefix: str) -> Iterator[tuple[str, str]]:
         yield prefix, str(value)
 
 
-def _jsonable(value: Any, where: str) -> Any:
+def _jsonable(value: Any, where: str) -> Any:  # Any: arbitrary caller data in, JSON types out
     """A copy of ``value`` made of JSON types only; names the offending key otherwise."""
     if value is None or isinstance(value, (str, bool, int)):
         return value

@@ -14,44 +14,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import structlog
-import tifffile
 
-from refocusd.daemon.state.ledger import Job, Ledger
-from refocusd.daemon.output.provenance import build_provenance, sha256_file
-from refocusd.daemon.output.writer import DiskFull, OutputExists, reconstruction_path, write_reconstruction
-from refocusd.models import FocusClassifier, FrameReconstructor, Verdict
-from refocusd.models.quality import QualityRule, ReconstructionScore, score_reconstruction
+from refocusd.daemon.output.pipeline import reconstruct_and_write, remove_stale_temporaries
+from refocusd.daemon.output.writer import DiskFull
+from refocusd.daemon.state.ledger import Ledger, LedgerError
+from refocusd.models import FocusClassifier, FrameReconstructor
+from refocusd.models.quality import QualityRule, QualityScorer, ReconstructionScore
 
 log = structlog.get_logger("refocusd.worker")
-
-
-class SourceUnavailable(RuntimeError):
-    """The raw frame a job refers to cannot be read any more."""
-
-
-def read_source(uri: str, page: int | None) -> np.ndarray:
-    if uri.lower().endswith(".nd2"):
-        return _read_nd2_frame(uri, page or 0)
-    try:
-        with tifffile.TiffFile(uri) as tif:
-            return tif.pages[page or 0].asarray()
-    except (OSError, ValueError, IndexError, tifffile.TiffFileError) as exc:
-        raise SourceUnavailable(f"cannot read raw frame {uri} (page {page or 0}): {exc}") from exc
-
-
-def _read_nd2_frame(uri: str, index: int) -> np.ndarray:
-    import nd2
-
-    # ``index`` is the plane: sequence index × channels + channel (see drivers/nis/readers.py).
-    try:
-        with nd2.ND2File(uri) as f:
-            channels = 1 if f.is_rgb else int(f.sizes.get("C", 1))
-            frame = f.read_frame(index // channels)
-    except Exception as exc:  # noqa: BLE001 - the nd2 reader raises many types on bad files
-        raise SourceUnavailable(f"cannot read raw frame {uri} (plane {index}): {exc}") from exc
-    return frame if channels == 1 else frame[index % channels]
 
 
 class ReconstructionWorker:
@@ -71,8 +42,7 @@ class ReconstructionWorker:
     ) -> None:
         self._ledger = ledger
         # Scores every reconstruction against its input (None: unscored, e.g. a bare bench).
-        self._classifier = classifier
-        self._quality_rule = quality_rule or QualityRule()
+        self._scorer = None if classifier is None else QualityScorer(classifier, quality_rule or QualityRule())
         self._write_not_improved = write_not_improved
         self._load = load_reconstructor
         self._reconstructor: FrameReconstructor | None = None
@@ -93,6 +63,8 @@ class ReconstructionWorker:
     # -- thread control ---------------------------------------------------------------
 
     def start(self) -> None:
+        """Clear what interrupted writes left under the output root, then start the threads."""
+        remove_stale_temporaries(self._output_root)
         for i in range(self._n_threads):
             thread = threading.Thread(target=self._loop, name=f"reconstruction-worker-{i}", daemon=True)
             thread.start()
@@ -122,109 +94,75 @@ class ReconstructionWorker:
     # -- one job ----------------------------------------------------------------------
 
     def run_once(self) -> bool:
-        """Run one queued job; ``False`` when the queue is empty."""
-        job = self._ledger.claim_job()
+        """Run one queued job; ``False`` when the queue is empty (or the ledger is busy)."""
+        try:
+            job = self._ledger.claim_job()
+        except LedgerError as exc:
+            # A locked or failing ledger is the machine's problem, not a job's: the thread
+            # lives on and asks again (after the idle wait), and says so in the log.
+            log.error("reconstruct.claim_failed", run_id=self._run_id, error=str(exc))
+            return False
         if job is None:
             return False
+        request = job.request
         jlog = log.bind(run_id=self._run_id, job_id=job.id, frame_id=job.frame_id, reason=job.reason,
-                        source=job.payload.get("source_uri"), **job.payload.get("coords", {}))
+                        source=request.source_uri, **request.coords)
         started = time.perf_counter()
         try:
-            output, score = self._reconstruct(job)
-        except OutputExists as exc:
-            # Done by an earlier run that crashed before recording it: keep that output.
-            self._ledger.complete_job(job.id, str(exc.path))
-            jlog.info("reconstruct.done", output=str(exc.path), already_written=True)
+            written = reconstruct_and_write(
+                request,
+                self._model(),
+                output_root=self._output_root,
+                reason=job.reason,
+                run_id=self._run_id,
+                parameters={"job_id": job.id, "attempt": job.attempts, "experiment": request.experiment},
+                scorer=self._scorer,
+                write_not_improved=self._write_not_improved,
+            )
         except DiskFull as exc:
             # Not the job's fault: keep it queued (attempt not counted) and wait for space.
-            self._ledger.release_job(job.id, str(exc))
+            error = str(exc)
+            self._guarded(jlog, "release_job", lambda: self._ledger.release_job(job.id, error))
             jlog.error("reconstruct.disk_full", error=str(exc), output_root=str(self._output_root),
-                       retry_in_s=self._disk_full_retry_s, queue_depth=self._ledger.queue_depth())
+                       retry_in_s=self._disk_full_retry_s, queue_depth=self._queue_depth())
             self._stop.wait(self._disk_full_retry_s)
         except Exception as exc:  # noqa: BLE001 - one bad job must not kill the worker
             with self._count_lock:
                 self.failed += 1
-            self._ledger.fail_job(job.id, f"{type(exc).__name__}: {exc}")
+            error = f"{type(exc).__name__}: {exc}"
+            self._guarded(jlog, "fail_job", lambda: self._ledger.fail_job(job.id, error))
             jlog.error("reconstruct.failed", attempt=job.attempts, max_attempts=job.max_attempts, error=str(exc))
         else:
-            not_improved = score is not None and not score.improved
-            with self._count_lock:
-                self.done += 1
-                self.not_improved += int(not_improved)
-            self._ledger.complete_job(
-                job.id, output, not_improved="; ".join(score.reasons) if not_improved else None
-            )
-            event = jlog.warning if not_improved else jlog.info
-            event("reconstruct.done", output=None if output is None else str(output),
-                  written=output is not None, duration_s=round(time.perf_counter() - started, 3),
-                  **({"quality": None} if score is None else {
-                      "quality": score.quality, "quality_reasons": list(score.reasons),
-                      "p_focused_before": round(score.p_focused_before, 4),
-                      "p_focused_after": round(score.p_focused_after, 4),
-                      "defocus_um_before": score.as_dict()["defocus_um_before"],
-                      "defocus_um_after": score.as_dict()["defocus_um_after"],
-                      "sharpness_gain": round(score.sharpness_gain, 4)}))
+            if not written.already_written:
+                with self._count_lock:
+                    self.done += 1
+                    self.not_improved += int(written.not_improved)
+            score = written.score
+            reasons = "; ".join(score.reasons) if score is not None and written.not_improved else None
+            output = None if written.path is None else str(written.path)
+            self._guarded(jlog, "complete_job",
+                          lambda: self._ledger.complete_job(job.id, output, not_improved=reasons))
+            if written.already_written:
+                # Done by an earlier run that crashed before recording it: keep that output.
+                jlog.info("reconstruct.done", output=output, already_written=True)
+            else:
+                event = jlog.warning if written.not_improved else jlog.info
+                event("reconstruct.done", output=output, written=output is not None,
+                      duration_s=round(time.perf_counter() - started, 3), **_score_fields(score))
         return True
-
-    def _reconstruct(self, job: Job) -> tuple[Path | None, ReconstructionScore | None]:
-        """Reconstruct, score and (unless it is not improved and such outputs are not
-        wanted) write; the path is None when nothing was written."""
-        payload = job.payload
-        source = Path(payload["source_uri"])
-        root = payload.get("source_root")
-        page = payload.get("source_page")
-        out_path = reconstruction_path(
-            source,
-            source_root=Path(root) if root else None,
-            output_root=self._output_root,
-            tag=None if page is None else f"page{page:05d}",
-        )
-        if out_path.exists():
-            raise OutputExists(out_path)
-        pixels = read_source(str(source), page)
-        reconstructor = self._model()
-        started = time.perf_counter()
-        restored = reconstructor.reconstruct(pixels)
-        seconds = round(time.perf_counter() - started, 3)
-        verdict = _verdict(payload.get("verdict"))
-        score = self._score(pixels, restored, verdict)
-        written = score is None or score.improved or self._write_not_improved
-        provenance = build_provenance(
-            reason=job.reason,
-            source_path=source,
-            source_sha256=sha256_file(source),
-            coords=payload.get("coords", {}),
-            acquired_at=payload.get("acquired_at"),
-            verdict=verdict,
-            reconstructor=reconstructor.provenance,
-            parameters={
-                "seconds": seconds,
-                "job_id": job.id,
-                "attempt": job.attempts,
-                "experiment": payload.get("experiment"),
-            },
-            run_id=self._run_id,
-            device=str(reconstructor.provenance.get("device", "cpu")),
-            quality=None if score is None else {
-                **score.as_dict(), "written": written,
-                "write_not_improved": self._write_not_improved,
-            },
-        )
-        if not written:
-            return None, score
-        return write_reconstruction(restored, out_path, provenance), score
-
-    def _score(self, before: np.ndarray, after: np.ndarray,
-               verdict: Verdict | None) -> ReconstructionScore | None:
-        if self._classifier is None:
+    def _queue_depth(self) -> int | None:
+        try:
+            return self._ledger.queue_depth()
+        except LedgerError:
             return None
-        # The input's verdict from the ledger is reused when this classifier made it.
-        reuse = verdict is not None and verdict.model_id == self._classifier.model_id
-        return score_reconstruction(
-            self._classifier, before, after, self._quality_rule,
-            verdict_before=verdict if reuse else None,
-            pixel_size_um=None if verdict is None else verdict.pixel_size_um,
-        )
+
+    def _guarded(self, jlog: structlog.typing.FilteringBoundLogger, op: str, call: Callable[[], object]) -> None:
+        """Record a job's end in the ledger; if the ledger fails, the job stays ``running``
+        and the next start queues it again (``requeue_running``): nothing is lost."""
+        try:
+            call()
+        except LedgerError as exc:
+            jlog.error("reconstruct.ledger_failed", op=op, error=str(exc))
 
     def _model(self) -> FrameReconstructor:
         with self._load_lock:  # several threads, one model
@@ -233,19 +171,13 @@ class ReconstructionWorker:
             return self._reconstructor
 
 
-def _verdict(recorded: dict | None) -> Verdict | None:
-    if not recorded:
-        return None
-    return Verdict(
-        p_focused=float(recorded["p_focused"]),
-        label=recorded["label"],
-        model_id=str(recorded.get("model", "")),
-        latency_s=0.0,
-        defocus_um=_optional_float(recorded.get("defocus_um")),
-        defocus_sigma_um=_optional_float(recorded.get("defocus_sigma_um")),
-        pixel_size_um=_optional_float(recorded.get("pixel_size_um")),
-    )
-
-
-def _optional_float(value: object) -> float | None:
-    return None if value is None else float(value)  # type: ignore[arg-type]
+def _score_fields(score: ReconstructionScore | None) -> dict[str, object]:
+    """The quality score as ``reconstruct.done`` log fields."""
+    if score is None:
+        return {"quality": None}
+    record = score.as_dict()
+    return {
+        "quality": record["quality"], "quality_reasons": record["reasons"],
+        **{k: record[k] for k in ("p_focused_before", "p_focused_after", "defocus_um_before",
+                                  "defocus_um_after", "sharpness_gain")},
+    }

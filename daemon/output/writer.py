@@ -23,7 +23,6 @@ import os
 import re
 import shutil
 import time
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,8 @@ import tifffile
 from ome_types import model as ome
 from ome_types import to_xml
 
+from refocusd.config.errors import RefocusdError
+from refocusd.config.files import fsync_dir, temp_name
 from refocusd.daemon.output.provenance import flatten
 
 log = structlog.get_logger(__name__)
@@ -57,7 +58,7 @@ _PIXEL_TYPES: dict[np.dtype, ome.PixelType] = {
 }
 
 
-class WriterError(RuntimeError):
+class WriterError(RefocusdError, RuntimeError):
     """A reconstruction could not be written; the message names the path and the cause."""
 
 
@@ -87,7 +88,9 @@ def reconstruction_path(
 ) -> Path:
     """Where the reconstruction of ``source`` goes, mirroring its place under ``source_root``.
 
-    The stem is the source name without ``.ome.tif(f)``/``.tif(f)``. ``tag`` tells apart
+    The stem is the source name without ``.ome.tif(f)``/``.tif(f)``; sources that differ only
+    in that suffix are told apart by the pipeline's content tag
+    (:func:`refocusd.daemon.output.pipeline.output_path`). ``tag`` tells apart
     frames that share one source file (multi-page TIFF, ND2): ``run.nd2`` with
     ``tag="t003_p02"`` → ``run.nd2_t003_p02.reconstructed.ome.tif``. With
     ``source_root=None`` the output goes straight into ``output_root``.
@@ -140,13 +143,13 @@ def write_reconstruction(
     temps: list[Path] = []
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        tmp_sidecar = _temp_name(sidecar)
+        tmp_sidecar = temp_name(sidecar)
         temps.append(tmp_sidecar)
         with open(tmp_sidecar, "xb") as fh:
             fh.write(sidecar_json.encode("utf-8") + b"\n")
             fh.flush()
             os.fsync(fh.fileno())
-        tmp_image = _temp_name(out_path)
+        tmp_image = temp_name(out_path)
         temps.append(tmp_image)
         with open(tmp_image, "xb") as fh:
             tifffile.imwrite(
@@ -166,7 +169,7 @@ def write_reconstruction(
         temps.remove(tmp_sidecar)
         _publish(tmp_image, out_path, overwrite=overwrite)
         temps.remove(tmp_image)
-        _fsync_dir(directory)
+        fsync_dir(directory)
     except OSError as exc:
         message = _describe(exc, out_path, needed=image.nbytes)
         raise (DiskFull if _out_of_space(exc, message) else WriterError)(message) from exc
@@ -271,11 +274,6 @@ def _same_file(a: Path, b: Path) -> bool:
     return os.path.abspath(a) == os.path.abspath(b)
 
 
-def _temp_name(final: Path) -> Path:
-    # Hidden, unique, same directory (so os.replace is an atomic rename on one filesystem).
-    return final.with_name(f".{final.name}.{uuid.uuid4().hex[:12]}.tmp")
-
-
 def _publish(tmp: Path, final: Path, *, overwrite: bool) -> None:
     if overwrite:
         os.replace(tmp, final)
@@ -294,20 +292,6 @@ def _publish(tmp: Path, final: Path, *, overwrite: bool) -> None:
         os.replace(tmp, final)
         return
     os.unlink(tmp)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the renames durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _remove_quietly(path: Path) -> None:

@@ -5,9 +5,13 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from refocusd.config.errors import RefocusdError
 
-class LedgerError(RuntimeError):
+
+class LedgerError(RefocusdError, RuntimeError):
     """The ledger cannot be used or refused an operation; the message names the file."""
+
+    label = "ledger error"
 
 
 class LedgerLocked(LedgerError):

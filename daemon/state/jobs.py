@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -22,6 +22,97 @@ MAX_INTERRUPTIONS: Final = 5
 
 
 @dataclass(frozen=True, slots=True)
+class RecordedVerdict:
+    """The classifier's verdict as a job keeps it (the latency does not matter there)."""
+
+    p_focused: float
+    label: str
+    model: str
+    defocus_um: float | None = None  # signed estimate, where the classifier makes one
+    defocus_sigma_um: float | None = None
+    pixel_size_um: float | None = None  # the sampling the frame was classified at
+
+    @classmethod
+    def from_verdict(cls, verdict: Any) -> RecordedVerdict:
+        """From a :class:`~refocusd.models.api.Verdict`."""
+        return cls(p_focused=verdict.p_focused, label=verdict.label, model=verdict.model_id,
+                   defocus_um=verdict.defocus_um, defocus_sigma_um=verdict.defocus_sigma_um,
+                   pixel_size_um=verdict.pixel_size_um)
+
+    @classmethod
+    def from_payload(cls, verdict: Mapping[str, Any]) -> RecordedVerdict:
+        def optional(key: str) -> float | None:
+            value = verdict.get(key)
+            return None if value is None else float(value)
+
+        return cls(p_focused=float(verdict["p_focused"]), label=str(verdict["label"]),
+                   model=str(verdict.get("model", "")), defocus_um=optional("defocus_um"),
+                   defocus_sigma_um=optional("defocus_sigma_um"), pixel_size_um=optional("pixel_size_um"))
+
+
+@dataclass(frozen=True, slots=True)
+class ReconstructionRequest:
+    """What a reconstruction job needs to know: which frame, where it came from, why.
+
+    Stored as the job's JSON payload (:meth:`to_payload`); read back with
+    :meth:`from_payload`, which also accepts payloads written by earlier versions.
+    """
+
+    source_uri: str
+    source_page: int | None = None
+    source_root: str | None = None  # the output mirrors the source's place under this root
+    coords: Mapping[str, Any] = field(default_factory=dict)
+    acquired_at: float | None = None
+    experiment: str = ""
+    verdict: RecordedVerdict | None = None
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "source_uri": self.source_uri,
+            "source_page": self.source_page,
+            "source_root": self.source_root,
+            "coords": dict(self.coords),
+            "acquired_at": self.acquired_at,
+            "experiment": self.experiment,
+            "verdict": None if self.verdict is None else asdict(self.verdict),
+        }
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> ReconstructionRequest:
+        if not isinstance(payload.get("source_uri"), str):
+            raise LedgerError(f"job payload has no source_uri: {dict(payload)!r}")
+        verdict = payload.get("verdict")
+        return cls(
+            source_uri=payload["source_uri"],
+            source_page=payload.get("source_page"),
+            source_root=payload.get("source_root"),
+            coords=dict(payload.get("coords") or {}),
+            acquired_at=payload.get("acquired_at"),
+            experiment=payload.get("experiment") or "",
+            verdict=None if not verdict else RecordedVerdict.from_payload(verdict),
+        )
+
+    @classmethod
+    def from_frame_row(cls, row: Mapping[str, Any], *, source_root: str | None) -> ReconstructionRequest:
+        """The request for a frame known only from its ledger row (crash recovery)."""
+        return cls(
+            source_uri=row["source_uri"],
+            source_page=row["source_page"],
+            source_root=source_root,
+            coords={k: row[k] for k in ("plate", "well", "position", "t", "z_index", "channel")},
+            acquired_at=row["acquired_at"],
+            experiment=row["experiment"],
+            verdict=None
+            if row["label"] is None
+            else RecordedVerdict(p_focused=row["p_focused"], label=row["label"], model=row["model_id"]),
+        )
+
+
+#: What the ledger stores as a job's payload: a request, or (tests, tools) any JSON mapping.
+Payload = ReconstructionRequest | Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Job:
     """A reconstruction job as claimed by the worker (``attempts`` includes this one)."""
 
@@ -33,12 +124,16 @@ class Job:
     max_attempts: int
     last_error: str | None = None
 
+    @property
+    def request(self) -> ReconstructionRequest:
+        return ReconstructionRequest.from_payload(self.payload)
+
 
 class JobQueue(FrameStore):
     """The job queue (built on the frames it reconstructs)."""
 
     def record_frame_and_enqueue(
-        self, rec: FrameRecord, reason: str, payload: Mapping[str, Any], max_attempts: int = 3
+        self, rec: FrameRecord, reason: str, payload: Payload, max_attempts: int = 3
     ) -> tuple[int, int]:
         """Insert a frame and its reconstruction job in one transaction: (frame_id, job_id).
 
@@ -58,7 +153,7 @@ class JobQueue(FrameStore):
     # --- jobs --------------------------------------------------------------------------
 
     def enqueue_reconstruction(
-        self, frame_id: int, reason: str, payload: Mapping[str, Any], max_attempts: int = 3
+        self, frame_id: int, reason: str, payload: Payload, max_attempts: int = 3
     ) -> int:
         """Queue a reconstruction for a recorded frame (e.g. after a failed re-focus).
 
@@ -178,14 +273,13 @@ class JobQueue(FrameStore):
         reason: str = Reason.INTERRUPTED,
         *,
         max_attempts: int = 3,
-        payload_extra: Mapping[str, Any] | None = None,
+        source_root: str | None = None,
     ) -> int:
         """At start-up: frames a crash left mid-action (``refocusing``/``pending``, no job)
         are queued for reconstruction, since their time point has passed. Returns how many.
 
-        The job payload is rebuilt from the frame row (``source_uri``, ``source_page``,
-        ``coords``, ``acquired_at``, ``experiment``, ``verdict``) plus ``payload_extra``
-        (e.g. ``{"source_root": ...}``). Call it before the new run records frames.
+        The job's :class:`ReconstructionRequest` is rebuilt from the frame row, with the
+        service's ``source_root``. Call it before the new run records frames.
         """
         placeholders = ", ".join("?" * len(INTERRUPTED_OUTCOMES))
         with self._tx("recover_interrupted") as conn:
@@ -196,8 +290,8 @@ class JobQueue(FrameStore):
             )
             rows = dicts(cursor)
             for row in rows:
-                payload = {**_payload_from_row(row), **(payload_extra or {})}
-                self._insert_job(conn, row["id"], reason, payload, max_attempts)
+                request = ReconstructionRequest.from_frame_row(row, source_root=source_root)
+                self._insert_job(conn, row["id"], reason, request, max_attempts)
                 self._set_outcome(conn, row["id"], Outcome.RECONSTRUCTION_QUEUED, reason)
         if rows:
             log.warning(
@@ -222,7 +316,7 @@ class JobQueue(FrameStore):
         conn: sqlite3.Connection,
         frame_id: int,
         reason: str,
-        payload: Mapping[str, Any],
+        payload: Payload,
         max_attempts: int,
     ) -> int:
         if reason not in JOB_REASONS:
@@ -232,6 +326,8 @@ class JobQueue(FrameStore):
         if max_attempts < 1:
             raise LedgerError(f"max_attempts must be at least 1, got {max_attempts}")
         try:
+            if isinstance(payload, ReconstructionRequest):
+                payload = payload.to_payload()
             payload_json = json.dumps(payload, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise LedgerError(f"job payload for frame {frame_id} is not JSON: {exc}") from exc
@@ -256,20 +352,6 @@ class JobQueue(FrameStore):
         if row[0] != "running":
             raise LedgerError(f"job {job_id} is {row[0]}, not running (was it claimed?)")
         return int(row[1])
-
-
-def _payload_from_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A job payload for a frame known only from its ledger row (crash recovery)."""
-    return {
-        "source_uri": row["source_uri"],
-        "source_page": row["source_page"],
-        "coords": {k: row[k] for k in ("plate", "well", "position", "t", "z_index", "channel")},
-        "acquired_at": row["acquired_at"],
-        "experiment": row["experiment"],
-        "verdict": None
-        if row["label"] is None
-        else {"p_focused": row["p_focused"], "label": row["label"], "model": row["model_id"]},
-    }
 
 
 _JOB_COLUMNS: Final = "id, frame_id, reason, payload_json, attempts, max_attempts, last_error"

@@ -85,5 +85,23 @@ def _migrate_v2(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE jobs ADD COLUMN interruptions INTEGER NOT NULL DEFAULT 0")
 
 
-MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_migrate_v1, _migrate_v2)
+def _migrate_v3(conn: sqlite3.Connection) -> None:
+    # The NIS driver's file fingerprints (drivers/nis/fingerprints.py): which export files
+    # were taken, by path and by content. Earlier versions created the table from the
+    # driver itself, hence IF NOT EXISTS.
+    conn.execute(
+        """CREATE TABLE IF NOT EXISTS nis_files (
+            path TEXT PRIMARY KEY,
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            sha256 TEXT,
+            status TEXT NOT NULL,
+            reason TEXT,
+            seen_at REAL NOT NULL
+        )"""
+    )
+    conn.execute("CREATE INDEX IF NOT EXISTS nis_files_sha256 ON nis_files(sha256)")
+
+
+MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_migrate_v1, _migrate_v2, _migrate_v3)
 SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -285,7 +285,7 @@ def test_recover_interrupted_queues_frames_left_mid_refocus(tmp_path: Path) -> N
             rec(3, action="reconstruct", outcome="refocusing", p=0.1), "missed_timepoint", {}
         )[0]
     with Ledger.open(path) as led:  # the next start
-        assert led.recover_interrupted("interrupted", payload_extra={"source_root": "/data"}) == 1
+        assert led.recover_interrupted("interrupted", source_root="/data") == 1
         assert led.recover_interrupted("interrupted") == 0  # idempotent
         row = next(led.frames(outcome="reconstruction_queued", action="reacquire"))
         assert (row["id"], row["reason"]) == (stuck, "interrupted")
@@ -446,3 +446,32 @@ def test_closed_ledger_refuses_use(tmp_path: Path) -> None:
     assert led.closed
     with pytest.raises(LedgerError, match="closed"):
         led.counts()
+
+
+def test_v2_ledgers_gain_the_nis_fingerprints_table_by_migration(tmp_path: Path) -> None:
+    from refocusd.drivers import DriverError
+    from refocusd.drivers.nis import FileFingerprints
+
+    fresh, old_driver = tmp_path / "fresh.db", tmp_path / "old-driver.db"
+    for path in (fresh, old_driver):
+        raw = sqlite3.connect(path)
+        raw.execute("PRAGMA journal_mode = WAL")
+        raw.close()
+    with pytest.raises(DriverError, match="open the ledger first"):
+        FileFingerprints(fresh)  # the driver no longer creates tables of its own
+    # A ledger of an earlier version whose NIS driver had created the table itself.
+    raw = sqlite3.connect(old_driver)
+    raw.execute("CREATE TABLE nis_files (path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,"
+                " sha256 TEXT, status TEXT NOT NULL, reason TEXT, seen_at REAL NOT NULL)")
+    raw.execute("INSERT INTO nis_files VALUES ('/x/a.tif', 3, 7, NULL, 'quarantined', 'truncated', 1.0)")
+    raw.commit()
+    raw.close()
+    for path in (fresh, old_driver):
+        Ledger.open(path).close()
+        fingerprints = FileFingerprints(path)
+        fingerprints.remember(Path("/x/b.tif"), 5, 9, "ab" * 32, "processed")
+        assert fingerprints.paths_with("ab" * 32) == ["/x/b.tif"]
+        fingerprints.close()
+    kept = FileFingerprints(old_driver)
+    assert kept.get(Path("/x/a.tif")).status == "quarantined"  # rows written before are kept
+    kept.close()

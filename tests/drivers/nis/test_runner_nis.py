@@ -96,7 +96,7 @@ def test_defocused_frames_alert_the_operator_by_command_and_request_file(tmp_pat
     import json
     import sys
 
-    from refocusd.daemon.service import _tell_driver
+    from refocusd.daemon.core.listeners import DriverCommit, OutcomeListeners
 
     write_tiff(watch_dir / "sub" / "late_t004xy07c2.tif", noise(seed=3))
     alerts = tmp_path / "alerts"
@@ -114,7 +114,7 @@ def test_defocused_frames_alert_the_operator_by_command_and_request_file(tmp_pat
             stop=stop,
         )
         Runner(driver=driver, classifier=AlwaysDefocused(), strategy=DeviceAutofocus(), ledger=ledger,
-               clock=SystemClock(stop), stop=stop, on_outcome=_tell_driver(driver, None),
+               clock=SystemClock(stop), stop=stop, on_outcome=OutcomeListeners([DriverCommit(driver)]),
                options=RunnerOptions(run_id="r", experiment="e", max_retries=2)).run()
         driver.close()
     (request,) = alerts.glob("*.json")

@@ -74,7 +74,11 @@ class ReconstructionRequest:
             "coords": dict(self.coords),
             "acquired_at": self.acquired_at,
             "experiment": self.experiment,
-            "verdict": None if self.verdict is None else asdict(self.verdict),
+            # The optional estimates only where the classifier made them (older payloads' shape).
+            "verdict": None if self.verdict is None else {
+                k: v for k, v in asdict(self.verdict).items()
+                if v is not None or k in ("p_focused", "label", "model")
+            },
         }
 
     @classmethod

@@ -286,6 +286,32 @@ class ReconstructionSettings(Section):
         None, ge=1, le=256,
         description="Jobs run at once. Default: 1 (local), the cluster's thread count (dask).",
     )
+    write_not_improved: bool = Field(
+        True,
+        description="Write reconstructions whose quality score says they do not look better "
+        "than their input (quality = not_improved). Recorded in the ledger and the log either way.",
+    )
+    min_logit_gain: float = Field(
+        1.0, ge=0, le=20,
+        description="Quality score: the classifier's log-odds of 'focused' must rise by this "
+        "(or its verdict turn to focused).",
+    )
+    min_p_focused: float = Field(
+        0.0, ge=0, le=1,
+        description="Quality score: optional floor for the reconstruction's p_focused (0: off).",
+    )
+    min_sharpness_gain: float = Field(
+        0.9, gt=0, le=10,
+        description="Quality score: fine-detail sharpness after / before must reach this.",
+    )
+    defocus_tolerance_um: float = Field(
+        1.0, ge=0, le=1000,
+        description="Quality score: the classifier's defocus estimate may grow by this (or its sigma) at most.",
+    )
+    min_input_structure: float = Field(
+        0.008, ge=0, le=1,
+        description="Quality score: inputs with less contrast than this (empty fields) are not_improved.",
+    )
 
     @model_validator(mode="after")
     def _dask_needs_a_scheduler(self) -> ReconstructionSettings:

@@ -36,6 +36,7 @@ from refocusd.daemon.output.worker import ReconstructionWorker
 from refocusd.drivers import Clock, Microscope, OutcomeAware, SimulatedClock, StopAware, SystemClock
 from refocusd.models import FrameReconstructor
 from refocusd.daemon.ops.preflight import check_writable
+from refocusd.models.quality import QualityRule
 from refocusd.models.store import check_model
 
 log = structlog.get_logger("refocusd.service")
@@ -49,6 +50,7 @@ class RunSummary:
     defocused: int
     reacquired: int
     reconstructed: int
+    not_improved: int  # reconstructed, but the quality score says it does not look better
     reconstruction_failed: int
     queued: int
     quarantined: int
@@ -158,6 +160,15 @@ class Service:
             run_id=self.run_id,
             threads=threads,
             disk_full_retry_s=s.reconstruction.disk_full_retry_s,
+            classifier=classifier,  # scores every reconstruction against its input
+            quality_rule=QualityRule(
+                min_logit_gain=s.reconstruction.min_logit_gain,
+                min_sharpness_gain=s.reconstruction.min_sharpness_gain,
+                min_p_focused=s.reconstruction.min_p_focused,
+                min_input_structure=s.reconstruction.min_input_structure,
+                defocus_tolerance_um=s.reconstruction.defocus_tolerance_um,
+            ),
+            write_not_improved=s.reconstruction.write_not_improved,
         )
         self._runner = Runner(
             driver=self._driver,
@@ -225,6 +236,7 @@ class Service:
             defocused=c["defocused"],
             reacquired=c["reacquired"],
             reconstructed=c["reconstructed"],
+            not_improved=c["not_improved"],
             reconstruction_failed=c["reconstruction_failed"],
             queued=c["reconstruction_queued"],
             quarantined=c["quarantined"],

@@ -42,6 +42,7 @@ class Category(StrEnum):
 
     FAILED = "failed"
     PENDING = "pending"  # decided, action still under way
+    NOT_IMPROVED = "not_improved"  # reconstructed, but it does not look better than its input
     RECONSTRUCTED = "reconstructed"
     REACQUIRED = "reacquired"
     ACCEPTED = "accepted"
@@ -57,6 +58,9 @@ class Outcome(StrEnum):
     LATE = "late"  # a re-acquisition that came after the point's deadline
     RECONSTRUCTION_QUEUED = "reconstruction_queued"
     RECONSTRUCTED = "reconstructed"
+    # Reconstructed, but the quality score says it does not look better than its input
+    # (written or not, as [reconstruction] write_not_improved says; recorded either way).
+    NOT_IMPROVED = "not_improved"
     RECONSTRUCTION_FAILED = "reconstruction_failed"
     QUARANTINED = "quarantined"
 
@@ -73,6 +77,7 @@ _CATEGORY: Final = {
     Outcome.LATE: Category.PENDING,
     Outcome.RECONSTRUCTION_QUEUED: Category.PENDING,
     Outcome.RECONSTRUCTED: Category.RECONSTRUCTED,
+    Outcome.NOT_IMPROVED: Category.NOT_IMPROVED,
     Outcome.RECONSTRUCTION_FAILED: Category.FAILED,
     Outcome.QUARANTINED: Category.FAILED,
 }
@@ -83,6 +88,7 @@ SUMMARY_OUTCOMES: Final = (
     Outcome.REACQUIRED,
     Outcome.RECONSTRUCTION_QUEUED,
     Outcome.RECONSTRUCTED,
+    Outcome.NOT_IMPROVED,
     Outcome.RECONSTRUCTION_FAILED,
     Outcome.QUARANTINED,
 )

@@ -2,10 +2,12 @@
 
 Metrics are plain numpy/scikit-image (scikit-learn is not a dependency): ROC AUC is the
 Mann–Whitney U statistic with tie-averaged ranks, SSIM/PSNR come from ``skimage.metrics``
-with ``data_range`` taken from the pixel type. The reconstruction report compares three
-things against the focused targets — the defocused inputs, the network's reconstructions
-and a Richardson–Lucy baseline — and repeats the paper's realism check (can the classifier
-tell focused targets from reconstructions?).
+with ``data_range`` taken from the pixel type. The reconstruction report compares four
+things against the focused targets — the defocused inputs, the network's reconstructions,
+a Richardson–Lucy baseline and a physics-aware Wiener deconvolution that knows the
+simulator's optics and the true z (:mod:`refocusd.models.physics`) — overall and per
+domain, and repeats the paper's realism check for each (can the classifier tell focused
+targets from them?).
 
 TensorFlow is only touched through ``refocusd.models.runtime`` (imported lazily).
 """
@@ -262,6 +264,20 @@ class QualityStats(BaseModel):
     mean_psnr: float
 
 
+class DomainReport(BaseModel):
+    """The same rows for the pairs of one domain (``mode=...`` or ``specimen=...``; a pair
+    is in one of each)."""
+
+    n: int
+    input: QualityStats
+    reconstruction: QualityStats
+    richardson_lucy: QualityStats | None
+    physics: QualityStats | None
+    realism_auc_focused_vs_reconstructed: float | None
+    realism_auc_focused_vs_richardson_lucy: float | None
+    realism_auc_focused_vs_physics: float | None
+
+
 class ReconstructorReport(BaseModel):
     """``refocusd evaluate reconstructor`` output (also stored in model cards)."""
 
@@ -273,9 +289,17 @@ class ReconstructorReport(BaseModel):
     reconstruction: QualityStats
     richardson_lucy: QualityStats | None  # None with the baseline switched off
     richardson_lucy_settings: dict[str, int]
+    # Wiener inversion of the simulator's weak-object transfer functions at the true z
+    # (models/physics.py); None when switched off or the data carry no optics and z.
+    physics: QualityStats | None = None
+    physics_settings: dict[str, int] = {}
+    physics_pairs: int = 0  # pairs whose manifest gave the optics and the true z
     classifier: str | None
     realism_auc_focused_vs_defocused: float | None
     realism_auc_focused_vs_reconstructed: float | None
+    realism_auc_focused_vs_richardson_lucy: float | None = None
+    realism_auc_focused_vs_physics: float | None = None
+    domains: dict[str, DomainReport] = {}
     seconds: float
 
 
@@ -402,6 +426,58 @@ def evaluate_classifier(
     return report
 
 
+def pair_records(folder: PairedFolder) -> dict[str, dict[str, Any]]:
+    """Per-pair records of the folder's ``manifest.json`` (``refocusd synth`` writes one),
+    by file name; empty for folders without one."""
+    import json
+
+    path = folder.root / "manifest.json"
+    if not path.is_file():
+        return {}
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    items = manifest.get("items") if isinstance(manifest, dict) else None
+    records: dict[str, dict[str, Any]] = {}
+    for item in items or []:
+        if isinstance(item, dict) and "name" in item:
+            records[str(item["name"])] = {**item, "_optics": _manifest_optics(manifest, item)}
+    return records
+
+
+def _manifest_optics(manifest: dict[str, Any], item: dict[str, Any]) -> Any:
+    """The simulator's optics for one pair: its record's exact ``optics`` (the broadened
+    simulator writes one per item), else the data set's table by objective."""
+    from refocusd.models.synth.domains import optics_from_record
+    from refocusd.models.synth.optics import OBJECTIVES
+
+    spec = item.get("optics")
+    if not isinstance(spec, dict):
+        table = (manifest.get("parameters") or {}).get("optics") or {}
+        spec = table.get(item.get("objective")) if isinstance(table, dict) else None
+    if isinstance(spec, dict):
+        try:
+            return optics_from_record(spec)
+        except (TypeError, ValueError):
+            return None
+    return OBJECTIVES.get(str(item.get("objective")))
+
+
+def domains_of(record: dict[str, Any] | None) -> list[str]:
+    """The domains a pair belongs to, from its manifest record: its imaging mode and its
+    specimen where the simulator names them (``mode=dic``, ``specimen=clusters``), else its
+    objective and modality."""
+    if not record:
+        return ["unknown"]
+    named = [f"{axis}={record[axis]}" for axis in ("mode", "specimen") if record.get(axis)]
+    if named:
+        return named
+    optics = record.get("_optics")
+    modality = getattr(optics, "modality", None) or record.get("modality")
+    return ["/".join(str(p) for p in (record.get("objective"), modality) if p) or "unknown"]
+
+
 def evaluate_reconstructor(
     model: str,
     data: Path | str | PairedFolder,
@@ -409,62 +485,103 @@ def evaluate_reconstructor(
     classifier: str | None = "default",
     device: str = "auto",
     richardson_lucy_baseline: bool = True,
+    physics_baseline: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> ReconstructorReport:
-    """SSIM/PSNR of inputs, reconstructions and Richardson–Lucy against the targets, and
-    the classifier's AUC on targets vs inputs and targets vs reconstructions."""
+    """SSIM/PSNR of inputs, reconstructions, Richardson–Lucy and the physics-aware Wiener
+    baseline against the targets, overall and per domain, and the classifier's AUC on
+    targets vs each of them (realism: lower = more like real focused frames)."""
+    from refocusd.models.physics import best_physics_deconvolution
     from refocusd.models.runtime import load_classifier, load_reconstructor
 
     folder = data if isinstance(data, PairedFolder) else scan_paired_folder(data)
     started = time.perf_counter()
     reconstructor = load_reconstructor(model, device=device)
     judge = load_classifier(classifier, device=device) if classifier else None
+    records = pair_records(folder)
 
-    quality: dict[str, list[tuple[float, float]]] = {"input": [], "reconstruction": [], "rl": []}
+    rows: list[dict[str, Any]] = []
     rl_used: dict[str, int] = {}
-    p_target: list[float] = []
-    p_input: list[float] = []
-    p_recon: list[float] = []
+    physics_used: dict[str, int] = {}
     for index, name in enumerate(folder.names):
         source, target = folder.read_pair(name)
+        record = records.get(name)
         restored = reconstructor.reconstruct(source)
-        quality["input"].append((ssim(target, source), psnr(target, source)))
-        quality["reconstruction"].append((ssim(target, restored), psnr(target, restored)))
+        row: dict[str, Any] = {
+            "domains": domains_of(record),
+            "input": (ssim(target, source), psnr(target, source)),
+            "reconstruction": (ssim(target, restored), psnr(target, restored)),
+        }
+        candidates = {"target": target, "input": source, "reconstruction": restored}
         if richardson_lucy_baseline:
             rl_image, setting = best_richardson_lucy(source, target)
-            quality["rl"].append((ssim(target, rl_image), psnr(target, rl_image)))
+            row["rl"] = (ssim(target, rl_image), psnr(target, rl_image))
             rl_used[setting.label()] = rl_used.get(setting.label(), 0) + 1
+            candidates["rl"] = rl_image
+        optics = record.get("_optics") if record else None
+        if physics_baseline and optics is not None and record is not None and "z_um" in record:
+            pixel = float(record.get("pixel_size_um") or 0) or None
+            if pixel is not None:
+                z = float(record["z_um"]) - float(record.get("target_z_um") or 0.0)
+                phys, epsilon = best_physics_deconvolution(source, target, optics, pixel, z)
+                row["physics"] = (ssim(target, phys), psnr(target, phys))
+                physics_used[f"wiener(eps={epsilon:g})"] = physics_used.get(f"wiener(eps={epsilon:g})", 0) + 1
+                candidates["physics"] = phys
         if judge is not None:
-            scores = _p_focused(judge, [target, source, restored])
-            p_target.append(scores[0])
-            p_input.append(scores[1])
-            p_recon.append(scores[2])
+            keys = list(candidates)
+            for key, p in zip(keys, _p_focused(judge, [candidates[k] for k in keys]), strict=True):
+                row[f"p_{key}"] = p
+        rows.append(row)
         if progress:
             progress(index + 1, len(folder.names))
 
-    def stats(values: list[tuple[float, float]]) -> QualityStats:
+    def stats(subset: list[dict[str, Any]], key: str) -> QualityStats | None:
+        values = [r[key] for r in subset if key in r]
         if not values:
-            return QualityStats(mean_ssim=math.nan, mean_psnr=math.nan)
+            return None
         arr = np.asarray(values)
         return QualityStats(mean_ssim=float(arr[:, 0].mean()), mean_psnr=float(arr[:, 1].mean()))
 
-    def realism(other: list[float]) -> float | None:
-        if judge is None:
+    def realism(subset: list[dict[str, Any]], key: str) -> float | None:
+        pairs = [(r["p_target"], r[f"p_{key}"]) for r in subset if f"p_{key}" in r]
+        if judge is None or not pairs:
             return None
-        scores = np.asarray(p_target + other)
-        return _finite_or_none(roc_auc(scores, np.arange(scores.size) < len(p_target)))
+        arr = np.asarray(pairs)
+        scores = np.concatenate([arr[:, 0], arr[:, 1]])
+        return _finite_or_none(roc_auc(scores, np.arange(scores.size) < len(arr)))
 
+    empty = QualityStats(mean_ssim=math.nan, mean_psnr=math.nan)
+    domains = {
+        domain: DomainReport(
+            n=len(subset),
+            input=stats(subset, "input") or empty,
+            reconstruction=stats(subset, "reconstruction") or empty,
+            richardson_lucy=stats(subset, "rl"),
+            physics=stats(subset, "physics"),
+            realism_auc_focused_vs_reconstructed=realism(subset, "reconstruction"),
+            realism_auc_focused_vs_richardson_lucy=realism(subset, "rl"),
+            realism_auc_focused_vs_physics=realism(subset, "physics"),
+        )
+        for domain in sorted({d for r in rows for d in r["domains"]})
+        for subset in [[r for r in rows if domain in r["domains"]]]
+    }
     report = ReconstructorReport(
         model=reconstructor.model_id,
         data=folder.describe(),
         n=len(folder.names),
-        input=stats(quality["input"]),
-        reconstruction=stats(quality["reconstruction"]),
-        richardson_lucy=stats(quality["rl"]) if richardson_lucy_baseline else None,
+        input=stats(rows, "input") or empty,
+        reconstruction=stats(rows, "reconstruction") or empty,
+        richardson_lucy=(stats(rows, "rl") or empty) if richardson_lucy_baseline else None,
         richardson_lucy_settings=rl_used,
+        physics=stats(rows, "physics"),
+        physics_settings=physics_used,
+        physics_pairs=sum("physics" in r for r in rows),
         classifier=judge.model_id if judge is not None else None,
-        realism_auc_focused_vs_defocused=realism(p_input),
-        realism_auc_focused_vs_reconstructed=realism(p_recon),
+        realism_auc_focused_vs_defocused=realism(rows, "input"),
+        realism_auc_focused_vs_reconstructed=realism(rows, "reconstruction"),
+        realism_auc_focused_vs_richardson_lucy=realism(rows, "rl"),
+        realism_auc_focused_vs_physics=realism(rows, "physics"),
+        domains=domains,
         seconds=time.perf_counter() - started,
     )
     log.info(
@@ -474,6 +591,7 @@ def evaluate_reconstructor(
         ssim_input=report.input.mean_ssim,
         ssim_reconstruction=report.reconstruction.mean_ssim,
         ssim_rl=report.richardson_lucy.mean_ssim if report.richardson_lucy else None,
+        ssim_physics=report.physics.mean_ssim if report.physics else None,
         realism_auc=report.realism_auc_focused_vs_reconstructed,
     )
     return report

@@ -104,6 +104,8 @@ class ReconstructorTrainConfig:
     name: str = "resunet"
     version: str | None = None
     command: str = ""
+    resume: bool = False  # continue OUT's checkpoint up to ``epochs`` epochs in all
+    learning_rate: float | None = None  # None: the paper's schedule; else constant (per segment)
     overwrite: bool = False
 
 
@@ -195,18 +197,30 @@ class _Loop:
         better: Any,  # Any: a Keras/TensorFlow object (they ship no type hints)
         observer: TrainingObserver | None,
         stop: threading.Event | None,
+        checkpoint: Any = None,
     ) -> None:
         self.kind, self.epochs, self.steps = kind, epochs, steps
         self.schedule, self.validate, self.better = schedule, validate, better
         self.observer, self.stop = observer, stop
+        # checkpoint(model): called after every full epoch and on a stop (a resumable state).
+        self.checkpoint = checkpoint
         self.best_weights: list[np.ndarray] | None = None
         self.best_val: dict[str, float] | None = None
         self.best_epoch: int | None = None
         self.history: list[EpochReport] = []
         self.interrupted = False
         self.epochs_run = 0
+        self.steps_run = 0  # optimizer steps over all segments of a (resumed) run
         self._epoch_started = 0.0
+        self._epoch_steps = 0
         self._lr = math.nan
+
+    def restore(self, *, epochs_done: int, steps_done: int, history: list[EpochReport],
+                best_val: dict[str, float] | None, best_epoch: int | None,
+                best_weights: list[np.ndarray] | None) -> None:
+        """Continue the bookkeeping of a checkpointed run."""
+        self.epochs_run, self.steps_run, self.history = epochs_done, steps_done, list(history)
+        self.best_val, self.best_epoch, self.best_weights = best_val, best_epoch, best_weights
 
     def callback(self) -> Any:  # Any: a Keras/TensorFlow object (they ship no type hints)
         import keras
@@ -218,9 +232,12 @@ class _Loop:
                 lr = loop.schedule(epoch)
                 self.model.optimizer.learning_rate.assign(lr)
                 loop._epoch_started = time.perf_counter()
+                loop._epoch_steps = 0
                 loop._lr = lr
 
             def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+                loop.steps_run += 1
+                loop._epoch_steps += 1
                 loss = float((logs or {}).get("loss", math.nan))
                 if loop.observer is not None:
                     loop.observer.on_step(self._epoch_index(), batch + 1, loop.steps, loss)
@@ -250,6 +267,11 @@ class _Loop:
                 )
                 if loop.observer is not None:
                     loop.observer.on_epoch(report)
+                # After every full epoch, and on a stop (the cut-short epoch then counts as
+                # run: its steps are in steps_total, so nothing trained is lost on resume).
+                stopping = loop.stop is not None and loop.stop.is_set()
+                if loop.checkpoint is not None and (loop._epoch_steps == loop.steps or stopping):
+                    loop.checkpoint(self.model)
                 if loop.stop is not None and loop.stop.is_set():
                     loop.interrupted = True
                     self.model.stop_training = True
@@ -336,6 +358,7 @@ def _training_info(
         extra={
             **extra,
             "epochs_requested": loop.epochs,
+            "steps_total": loop.steps_run,
             "best_epoch": loop.best_epoch,
             "interrupted": loop.interrupted,
             "history": [
@@ -582,7 +605,7 @@ def _to_rgb(batch: np.ndarray) -> np.ndarray:
 
 def _tile_sequence(
     pairs: Sequence[_PairArrays], *, tile: int, margin: int, batch_size: int, steps: int,
-    seed: int, augment: bool,
+    seed: int, augment: bool, first_epoch: int = 0,
 ) -> Any:  # Any: a Keras/TensorFlow object (they ship no type hints)
     import keras
 
@@ -591,7 +614,7 @@ def _tile_sequence(
 
         def __init__(self) -> None:
             super().__init__(workers=1, use_multiprocessing=False)
-            self.epoch = 0
+            self.epoch = first_epoch
 
         def __len__(self) -> int:
             return steps
@@ -646,7 +669,8 @@ def train_reconstructor(
     stop: threading.Event | None = None,
 ) -> TrainingResult:
     """Train (or fine-tune) the ResUNet on ``cfg.data`` pairs; write ``cfg.out``."""
-    check_output_folder(Path(cfg.out), overwrite=cfg.overwrite)
+    if not cfg.resume:  # --resume continues the model already in OUT by design
+        check_output_folder(Path(cfg.out), overwrite=cfg.overwrite)
     from refocusd.models.tiling import MARGIN, is_valid_input_size
 
     folder = scan_paired_folder(cfg.data)
@@ -674,10 +698,25 @@ def train_reconstructor(
     from refocusd.models.card import ModelCard, reconstructor_input_spec
     from refocusd.models.resunet import REDUCED_BASE_FILTERS, build_resunet
 
-    _seed_everything(cfg.seed)
+    from refocusd.models import checkpoint
+
+    state = checkpoint.load_state(Path(cfg.out)) if cfg.resume else None
+    if state is not None and cfg.epochs <= state.epochs_done:
+        raise ModelError(
+            f"{cfg.out} has already run {state.epochs_done} epoch(s); --epochs is the total, "
+            f"so ask for more than {state.epochs_done} to continue"
+        )
+    _seed_everything(cfg.seed + (state.epochs_done if state else 0))
     fine_tune = cfg.base is not None
     base_card = None
-    if fine_tune:
+    if state is not None:
+        # The run's own checkpoint: its width, its weights and (below) its optimizer.
+        filters = int(state.fixed["base_filters"])
+        if state.fixed.get("fine_tune_from"):
+            fine_tune = True
+        model = build_resunet(filters, input_size=None, name=cfg.name)
+        model.set_weights(state.weights)
+    elif fine_tune:
         base_model, base_card = _load_base(str(cfg.base), "reconstructor")
         filters = base_card.base_filters or _infer_base_filters(base_model)
         if cfg.base_filters is not None and cfg.base_filters != filters:
@@ -704,9 +743,18 @@ def train_reconstructor(
 
     pixels = sum(p.target.shape[0] * p.target.shape[1] for p in train_pairs)
     steps = cfg.steps_per_epoch or max(1, math.ceil(pixels / cfg.tile**2 / cfg.batch_size))
+    fixed = {"base_filters": filters, "tile": cfg.tile, "batch_size": cfg.batch_size,
+             "steps_per_epoch": steps, "augment": cfg.augment,
+             "fine_tune_from": base_card.model_id if base_card else None}
+    initial_epoch = 0
+    if state is not None:
+        fixed["fine_tune_from"] = state.fixed.get("fine_tune_from")
+        checkpoint.check_compatible(state, fixed, cfg.seed, Path(cfg.out))
+        _restore_optimizer(model, state.optimizer, Path(cfg.out))
+        initial_epoch = state.epochs_done
     sequence = _tile_sequence(
         train_pairs, tile=cfg.tile, margin=MARGIN, batch_size=cfg.batch_size, steps=steps,
-        seed=cfg.seed, augment=cfg.augment,
+        seed=cfg.seed, augment=cfg.augment, first_epoch=initial_epoch,
     )
     x_val, y_val = _validation_tiles(
         val_pairs, tile=cfg.tile, margin=MARGIN, per_pair=cfg.val_tiles_per_pair, seed=cfg.seed
@@ -726,23 +774,54 @@ def train_reconstructor(
     input_ssim = float(np.mean(tf.image.ssim(
         tf.constant(y_val), tf.constant(x_val[:, MARGIN:-MARGIN, MARGIN:-MARGIN]), max_val=255.0
     )))
+    data = folder.describe()
+    # Validation scores on other data are not comparable: a resume on a new data set starts
+    # the choice of the best weights afresh (the run's weights and optimizer go on).
+    new_data = state is not None and bool(state.segments) and \
+        _data_identity(state.segments[-1].get("data")) != _data_identity(data)
+    segments = [*(state.segments if state else []), {
+        "command": cfg.command, "data": data, "from_epoch": initial_epoch,
+        "started": _utc_now(), "best_reset": new_data, "learning_rate": cfg.learning_rate,
+    }]
+
+    def save_checkpoint(net: Any) -> None:
+        segments[-1]["to_epoch"] = loop.epochs_run
+        path = checkpoint.save_state(Path(cfg.out), checkpoint.TrainingState(
+            epochs_done=loop.epochs_run, steps_done=loop.steps_run, seed=cfg.seed, fixed=fixed,
+            weights=net.get_weights(),
+            optimizer=[np.asarray(v) for v in net.optimizer.variables],
+            best_weights=loop.best_weights, best_val=loop.best_val, best_epoch=loop.best_epoch,
+            history=[_report_dict(r) for r in loop.history], segments=segments,
+        ))
+        log.info("train.checkpoint", path=str(path), epoch=loop.epochs_run, steps=loop.steps_run)
+
     loop = _Loop(
         kind="reconstructor", epochs=cfg.epochs, steps=steps,
-        schedule=lambda e: reconstructor_learning_rate(e, fine_tune=fine_tune),
+        schedule=lambda e: cfg.learning_rate or reconstructor_learning_rate(e, fine_tune=fine_tune),
         validate=validate, better=lambda new, old: new["ssim"] > old["ssim"],
-        observer=observer, stop=stop,
+        observer=observer, stop=stop, checkpoint=save_checkpoint,
     )
+    if state is not None:
+        keep_best = not new_data
+        loop.restore(
+            epochs_done=state.epochs_done, steps_done=state.steps_done,
+            history=[EpochReport(**r) for r in state.history],
+            best_val=state.best_val if keep_best else None,
+            best_epoch=state.best_epoch if keep_best else None,
+            best_weights=state.best_weights if keep_best else None,
+        )
     summary = {
         "train": len(train_pairs), "validation": int(len(val_idx)), "tile": cfg.tile,
         "window": window, "base_filters": filters, "validation_input_ssim": round(input_ssim, 4),
-        "fine_tune_from": base_card.model_id if base_card else None,
+        "fine_tune_from": fixed["fine_tune_from"],
+        "resumed_at_epoch": initial_epoch if state is not None else None,
     }
     log.info("train.start", kind="reconstructor", epochs=cfg.epochs, steps=steps, **summary)
     if observer is not None:
         observer.on_start("reconstructor", cfg.epochs, steps, summary)
     _raise_if_stopped(stop)
-    model.fit(sequence, epochs=cfg.epochs, steps_per_epoch=steps, callbacks=[loop.callback()], shuffle=False,
-              verbose=0)
+    model.fit(sequence, epochs=cfg.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+              callbacks=[loop.callback()], shuffle=False, verbose=0)
 
     val_metrics = {k: _round(v) for k, v in (loop.best_val or {}).items()}
     val_metrics["input_ssim"] = _round(input_ssim)
@@ -757,10 +836,14 @@ def train_reconstructor(
             data=folder.describe(), command=cfg.command, seed=cfg.seed, loop=loop,
             extra={
                 "mode": "fine-tune" if fine_tune else "scratch",
-                "base_model": base_card.model_id if base_card else None,
+                "base_model": fixed["fine_tune_from"],
+                "segments": segments,
+                "checkpoint": f"{checkpoint.CHECKPOINT_DIR}/{checkpoint.STATE_FILE} "
+                              "(--resume continues it)",
                 "optimizer": "Nadam",
                 "loss": "1 - SSIM(max_val=255)",
                 "schedule": "lr 2e-4, 1e-4 from epoch 25" if fine_tune else "lr 1e-3 (Nadam default)",
+                "schedule_override": "see segments[].learning_rate (constant where set)",
                 "batch_size": cfg.batch_size, "steps_per_epoch": steps,
                 "tile": cfg.tile, "window": window,
                 "tiles": "random tiles of the frame mirrored by 92 px (real context inside "
@@ -774,6 +857,41 @@ def train_reconstructor(
         metrics={"validation": val_metrics},
     )
     return _finish(model=model, loop=loop, out=Path(cfg.out), card=card)
+
+
+def _restore_optimizer(model: Any, values: list[np.ndarray], out: Path) -> None:
+    from refocusd.models.checkpoint import CheckpointError
+
+    variables = model.optimizer.variables
+    if len(variables) != len(values):
+        raise CheckpointError(
+            f"the optimizer state in {out} has {len(values)} variables, the network needs "
+            f"{len(variables)}"
+        )
+    for variable, value in zip(variables, values, strict=True):
+        variable.assign(value)
+
+
+def _data_identity(data: Any) -> Any:
+    """What makes two training data sets the same: the manifest's SHA-256, else the folder."""
+    if not isinstance(data, dict):
+        return data
+    manifest = data.get("manifest")
+    if isinstance(manifest, dict) and manifest.get("sha256"):
+        return manifest["sha256"]
+    return data.get("folder")
+
+
+def _report_dict(report: EpochReport) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(report)
+
+
+def _utc_now() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _start_head_at(model: Any, level: float) -> None:  # Any: a Keras/TensorFlow object (they ship no type hints)

@@ -35,8 +35,8 @@ from refocusd.daemon.cli.common import (
 
 if TYPE_CHECKING:
     from refocusd.daemon.state.jobs import ReconstructionRequest
-    from refocusd.models.api import FrameReconstructor
-    from refocusd.models.api import FocusClassifier
+    from refocusd.models.api import FocusClassifier, FrameReconstructor
+    from refocusd.models.quality import QualityScorer
     from refocusd.models.runtime import DevicePreference
 
 
@@ -123,8 +123,7 @@ def classify(
         if pixel_size_um is not None and not pixel_size_um > 0:
             err_console.print("[bold red]error:[/] --pixel-size-um must be > 0")
             raise typer.Exit(2)
-        classifier = build_classifier(model, device=_device(device), threshold=threshold,
-                                      crops=crops)
+        classifier = build_classifier(model, device=_device(device), threshold=threshold, crops=crops)
     rows: list[dict[str, Any]] = []
     for item in expand_inputs(paths):
         row = _classify_one(classifier, item, pixel_size_um, detail)
@@ -189,17 +188,24 @@ def reconstruct(
         None, "--dask", metavar="tcp://HOST:PORT",
         help="Run the network on this Dask scheduler's workers (archives); outputs are still written here.",
     ),
+    classifier: str = typer.Option(
+        "default", "--classifier",
+        help="Classifier that scores each reconstruction against its input (quality in the "
+             "provenance and the output line); 'none' skips the score.",
+    ),
 ) -> None:
     """Reconstruct frames with the ResUNet; write OUT/<stem>.reconstructed.ome.tif (+ .json).
 
     Each output carries its provenance (source path and SHA-256, model and its SHA-256,
-    parameters, software versions, device, UTC time). Inputs are only ever read. With
-    --dask, frames go to the cluster (as many at once as it has worker threads) and
-    results are printed as they come back.
+    parameters, software versions, device, UTC time) and its quality score (does it look
+    better than its input? ``quality`` is ``improved`` or ``not_improved``). Inputs are
+    only ever read. With --dask, frames go to the cluster (as many at once as it has
+    worker threads) and results are printed as they come back.
     """
     _quiet_logging()
     with user_errors():
         reconstructor = _reconstructor(model, _device(device), dask)
+        scorer = _scorer(classifier, _device(device))
     run_id = f"cli-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:8]}"
     claimed: dict[Path, Path] = {}
     failed = False
@@ -212,7 +218,8 @@ def reconstruct(
                     failed = True
                     print_json({"path": str(item.path), "error": problem})
                     continue
-                pending.append(pool.submit(_reconstruct_one, reconstructor, item, out, run_id, overwrite))
+                pending.append(pool.submit(_reconstruct_one, reconstructor, item, out, run_id, overwrite,
+                                           scorer))
             for future in as_completed(pending):
                 row = future.result()
                 failed |= "error" in row
@@ -234,6 +241,16 @@ def _request(item: Input) -> ReconstructionRequest:
     return ReconstructionRequest(source_uri=str(item.path.resolve()))
 
 
+def _scorer(classifier: str, device: DevicePreference) -> QualityScorer | None:
+    """What scores each reconstruction against its input ('none': nothing)."""
+    if classifier.lower() == "none":
+        return None
+    from refocusd.daemon.factories import build_classifier
+    from refocusd.models.quality import QualityScorer
+
+    return QualityScorer(build_classifier(classifier, device=device))
+
+
 def _claim(item: Input, out: Path, claimed: dict[Path, Path], overwrite: bool) -> str | None:
     """Reserve the output path of ``item``; the reason it cannot have one, if so."""
     from refocusd.daemon.output.pipeline import output_path
@@ -248,7 +265,7 @@ def _claim(item: Input, out: Path, claimed: dict[Path, Path], overwrite: bool) -
 
 
 def _reconstruct_one(reconstructor: FrameReconstructor, item: Input, out: Path,
-                     run_id: str, overwrite: bool) -> dict[str, Any]:
+                     run_id: str, overwrite: bool, scorer: QualityScorer | None = None) -> dict[str, Any]:
     from refocusd.daemon.errors import BackendUnavailable
     from refocusd.daemon.output.pipeline import reconstruct_and_write
     from refocusd.daemon.output.writer import WriterError
@@ -262,10 +279,17 @@ def _reconstruct_one(reconstructor: FrameReconstructor, item: Input, out: Path,
             reason="requested: refocusd reconstruct",
             run_id=run_id,
             existing="overwrite" if overwrite else "refuse",
+            scorer=scorer,
         )
     except (PixelFormatError, WriterError, OSError, BackendUnavailable) as exc:
         return {"path": str(item.path), "error": str(exc)}
-    return {"path": str(item.path), "output": str(written.path)}
+    row: dict[str, Any] = {"path": str(item.path), "output": str(written.path)}
+    if written.score is not None:
+        score = written.score
+        row.update(quality=score.quality, sharpness_gain=round(score.sharpness_gain, 4),
+                   p_focused_before=round(score.p_focused_before, 4),
+                   p_focused_after=round(score.p_focused_after, 4))
+    return row
 
 
 def _device(value: str) -> DevicePreference:

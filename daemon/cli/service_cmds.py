@@ -195,8 +195,8 @@ def _demo_table(summaries: list[RunSummary], totals: dict[str, object]) -> Table
 
 
 def _totals(summaries: list[RunSummary], *, wall_s: float) -> dict[str, object]:
-    keys = ("frames", "focused", "defocused", "reacquired", "reconstructed", "reconstruction_failed", "queued",
-            "quarantined")
+    keys = ("frames", "focused", "defocused", "reacquired", "reconstructed", "not_improved",
+            "reconstruction_failed", "queued", "quarantined")
     rows = [s.as_dict() for s in summaries]
     totals: dict[str, object] = {k: sum(int(row[k]) for row in rows) for k in keys}
     totals["wall_s"] = round(wall_s, 3)

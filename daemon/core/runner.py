@@ -295,7 +295,7 @@ class Runner:
             coords=frame.coords.as_dict(),
             acquired_at=frame.acquired_at,
             experiment=frame.experiment or self._options.experiment,
-            verdict=RecordedVerdict(p_focused=verdict.p_focused, label=verdict.label, model=verdict.model_id),
+            verdict=RecordedVerdict.from_verdict(verdict),
         )
 
     def _durable_source(self, frame: Frame) -> tuple[str, int | None, str | None]:

@@ -4,7 +4,9 @@
 
 Steps: hash the source, choose the output name (:func:`output_path`), decide what an
 existing output means (``existing``), clear this output's own temporaries left by an
-interrupted write, read the plane with the one image reader, reconstruct, write.
+interrupted write, read the plane with the one image reader, reconstruct, score the output
+against its input (``scorer``, :mod:`refocusd.models.quality`: the score goes into the
+provenance), and write — unless it is ``not_improved`` and ``write_not_improved`` is off.
 
 An output is unique to its source frame. The name is the source's stem (without
 ``.ome.tif(f)``/``.tif(f)``) plus the page of a multi-page source. Whether an existing output
@@ -39,6 +41,7 @@ from refocusd.daemon.state.jobs import ReconstructionRequest, RecordedVerdict
 from refocusd.models import FrameReconstructor, Verdict
 from refocusd.models.frame_checks import InvalidFrame
 from refocusd.models.images import UnreadableImage, read_plane
+from refocusd.models.quality import QualityScorer, ReconstructionScore
 
 log = structlog.get_logger(__name__)
 
@@ -53,9 +56,14 @@ class SourceUnavailable(WriterError):
 
 @dataclass(frozen=True, slots=True)
 class Written:
-    path: Path
+    path: Path | None  # None: not written (not_improved with write_not_improved off)
     already_written: bool  # an earlier attempt wrote it (a crash came before it was recorded)
     seconds: float = 0.0  # time in the network
+    score: ReconstructionScore | None = None  # None: unscored, or written by an earlier attempt
+
+    @property
+    def not_improved(self) -> bool:
+        return self.score is not None and not self.score.improved
 
 
 def output_path(request: ReconstructionRequest, output_root: Path, *, content_tag: str | None = None) -> Path:
@@ -103,6 +111,8 @@ def reconstruct_and_write(
     run_id: str,
     existing: Existing = "resume",
     parameters: Mapping[str, Any] | None = None,
+    scorer: QualityScorer | None = None,
+    write_not_improved: bool = True,
 ) -> Written:
     """Reconstruct ``request``'s frame and write it (+ JSON sidecar) under ``output_root``."""
     source = Path(request.source_uri)
@@ -130,13 +140,16 @@ def reconstruct_and_write(
     started = time.perf_counter()
     restored = reconstructor.reconstruct(pixels)
     seconds = time.perf_counter() - started
+    verdict = _verdict(request.verdict)
+    score = None if scorer is None else scorer.score(pixels, restored, verdict=verdict)
+    write = score is None or score.improved or write_not_improved
     provenance = build_provenance(
         reason=reason,
         source_path=source,
         source_sha256=digest,
         coords=request.coords,
         acquired_at=request.acquired_at,
-        verdict=_verdict(request.verdict),
+        verdict=verdict,
         reconstructor=reconstructor.provenance,
         parameters={
             **reconstructor.parameters_for(pixels.shape[0], pixels.shape[1]),
@@ -147,7 +160,12 @@ def reconstruct_and_write(
         },
         run_id=run_id,
         device=str(reconstructor.provenance.get("device", "cpu")),
+        quality=None if score is None else {
+            **score.as_dict(), "written": write, "write_not_improved": write_not_improved,
+        },
     )
+    if not write:
+        return Written(None, already_written=False, seconds=seconds, score=score)
     try:
         written = write_reconstruction(
             restored, target, provenance, source_path=source, overwrite=existing == "overwrite"
@@ -157,14 +175,16 @@ def reconstruct_and_write(
         if existing == "resume" and recorded_source_sha256(target) == digest:
             return Written(target, already_written=True)
         raise
-    return Written(written, already_written=False, seconds=seconds)
+    return Written(written, already_written=False, seconds=seconds, score=score)
 
 
 def _verdict(recorded: RecordedVerdict | None) -> Verdict | None:
     if recorded is None:
         return None
     label = "focused" if recorded.label == "focused" else "defocused"
-    return Verdict(p_focused=recorded.p_focused, label=label, model_id=recorded.model, latency_s=0.0)
+    return Verdict(p_focused=recorded.p_focused, label=label, model_id=recorded.model, latency_s=0.0,
+                   defocus_um=recorded.defocus_um, defocus_sigma_um=recorded.defocus_sigma_um,
+                   pixel_size_um=recorded.pixel_size_um)
 
 
 def _final_name(temporary: str) -> str:

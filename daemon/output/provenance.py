@@ -96,11 +96,14 @@ def build_provenance(
     run_id: str,
     device: str,
     created_at: float | None = None,
+    quality: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything needed to judge (or redo) a reconstruction, as a JSON-ready dict.
 
     ``source_path`` may also be a driver URI (``sim://...``) for sources that are not files;
     ``created_at`` defaults to ``time.time()`` (pass the runner's clock for virtual time).
+    ``quality`` is the reconstruction's score against its input (``quality.quality`` is
+    ``improved`` or ``not_improved``).
     """
     if not reason:
         raise ValueError("provenance needs a reason (why the frame was reconstructed)")
@@ -119,6 +122,8 @@ def build_provenance(
         },
         "classifier": None if verdict is None else verdict.as_dict(),
         "reconstructor": dict(reconstructor),
+        # The quality score: does the output look better than its input (models/quality.py)?
+        "quality": None if quality is None else dict(quality),
         "parameters": dict(parameters),
         "software": software_versions(),
         "host": {

@@ -19,7 +19,8 @@ import structlog
 from refocusd.daemon.output.pipeline import reconstruct_and_write, remove_stale_temporaries
 from refocusd.daemon.output.writer import DiskFull, OutputBlocked
 from refocusd.daemon.state.ledger import Ledger, LedgerError
-from refocusd.models import FrameReconstructor
+from refocusd.models import FocusClassifier, FrameReconstructor
+from refocusd.models.quality import QualityRule, QualityScorer, ReconstructionScore
 
 log = structlog.get_logger("refocusd.worker")
 
@@ -35,8 +36,14 @@ class ReconstructionWorker:
         threads: int = 1,
         idle_wait_s: float = 0.2,
         disk_full_retry_s: float = 30.0,
+        classifier: FocusClassifier | None = None,
+        quality_rule: QualityRule | None = None,
+        write_not_improved: bool = True,
     ) -> None:
         self._ledger = ledger
+        # Scores every reconstruction against its input (None: unscored, e.g. a bare bench).
+        self._scorer = None if classifier is None else QualityScorer(classifier, quality_rule or QualityRule())
+        self._write_not_improved = write_not_improved
         self._load = load_reconstructor
         self._reconstructor: FrameReconstructor | None = None
         self._load_lock = threading.Lock()
@@ -53,6 +60,7 @@ class ReconstructionWorker:
         self.failed = 0
         #: Why the output root refuses writes right now ("" when it takes them): health reads it.
         self.output_blocked = ""
+        self.not_improved = 0
 
     # -- thread control ---------------------------------------------------------------
 
@@ -110,6 +118,8 @@ class ReconstructionWorker:
                 reason=job.reason,
                 run_id=self._run_id,
                 parameters={"job_id": job.id, "attempt": job.attempts, "experiment": request.experiment},
+                scorer=self._scorer,
+                write_not_improved=self._write_not_improved,
             )
         except OutputBlocked as exc:
             # Full, read-only or not ours: not the job's fault. Keep it queued (attempt not
@@ -132,15 +142,20 @@ class ReconstructionWorker:
             if not written.already_written:
                 with self._count_lock:
                     self.done += 1
-            self._guarded(jlog, "complete_job", lambda: self._ledger.complete_job(job.id, str(written.path)))
+                    self.not_improved += int(written.not_improved)
+            score = written.score
+            reasons = "; ".join(score.reasons) if score is not None and written.not_improved else None
+            output = None if written.path is None else str(written.path)
+            self._guarded(jlog, "complete_job",
+                          lambda: self._ledger.complete_job(job.id, output, not_improved=reasons))
             if written.already_written:
                 # Done by an earlier run that crashed before recording it: keep that output.
-                jlog.info("reconstruct.done", output=str(written.path), already_written=True)
+                jlog.info("reconstruct.done", output=output, already_written=True)
             else:
-                jlog.info("reconstruct.done", output=str(written.path),
-                          duration_s=round(time.perf_counter() - started, 3))
+                event = jlog.warning if written.not_improved else jlog.info
+                event("reconstruct.done", output=output, written=output is not None,
+                      duration_s=round(time.perf_counter() - started, 3), **_score_fields(score))
         return True
-
     def _queue_depth(self) -> int | None:
         try:
             return self._ledger.queue_depth()
@@ -160,3 +175,15 @@ class ReconstructionWorker:
             if self._reconstructor is None:
                 self._reconstructor = self._load()
             return self._reconstructor
+
+
+def _score_fields(score: ReconstructionScore | None) -> dict[str, object]:
+    """The quality score as ``reconstruct.done`` log fields."""
+    if score is None:
+        return {"quality": None}
+    record = score.as_dict()
+    return {
+        "quality": record["quality"], "quality_reasons": record["reasons"],
+        **{k: record[k] for k in ("p_focused_before", "p_focused_after", "defocus_um_before",
+                                  "defocus_um_after", "sharpness_gain")},
+    }

@@ -30,6 +30,7 @@ COLOURS: Final = {
     "accepted": "#009E73",  # green
     "reacquired": "#56B4E9",  # sky blue
     "reconstructed": "#E69F00",  # orange
+    "not_improved": "#CC79A7",  # reddish purple: reconstructed, does not look better
     "pending": "#999999",  # grey: queued or under way
     "failed": "#D55E00",  # vermilion
     "not imaged": "#EEEEEE",
@@ -38,6 +39,7 @@ LABELS: Final = {
     "accepted": "accepted",
     "reacquired": "re-acquired",
     "reconstructed": "reconstructed",
+    "not_improved": "reconstructed, not improved",
     "pending": "pending",
     "failed": "failed",
 }

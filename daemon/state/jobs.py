@@ -28,6 +28,26 @@ class RecordedVerdict:
     p_focused: float
     label: str
     model: str
+    defocus_um: float | None = None  # signed estimate, where the classifier makes one
+    defocus_sigma_um: float | None = None
+    pixel_size_um: float | None = None  # the sampling the frame was classified at
+
+    @classmethod
+    def from_verdict(cls, verdict: Any) -> RecordedVerdict:
+        """From a :class:`~refocusd.models.api.Verdict`."""
+        return cls(p_focused=verdict.p_focused, label=verdict.label, model=verdict.model_id,
+                   defocus_um=verdict.defocus_um, defocus_sigma_um=verdict.defocus_sigma_um,
+                   pixel_size_um=verdict.pixel_size_um)
+
+    @classmethod
+    def from_payload(cls, verdict: Mapping[str, Any]) -> RecordedVerdict:
+        def optional(key: str) -> float | None:
+            value = verdict.get(key)
+            return None if value is None else float(value)
+
+        return cls(p_focused=float(verdict["p_focused"]), label=str(verdict["label"]),
+                   model=str(verdict.get("model", "")), defocus_um=optional("defocus_um"),
+                   defocus_sigma_um=optional("defocus_sigma_um"), pixel_size_um=optional("pixel_size_um"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +74,11 @@ class ReconstructionRequest:
             "coords": dict(self.coords),
             "acquired_at": self.acquired_at,
             "experiment": self.experiment,
-            "verdict": None if self.verdict is None else asdict(self.verdict),
+            # The optional estimates only where the classifier made them (older payloads' shape).
+            "verdict": None if self.verdict is None else {
+                k: v for k, v in asdict(self.verdict).items()
+                if v is not None or k in ("p_focused", "label", "model")
+            },
         }
 
     @classmethod
@@ -69,11 +93,7 @@ class ReconstructionRequest:
             coords=dict(payload.get("coords") or {}),
             acquired_at=payload.get("acquired_at"),
             experiment=payload.get("experiment") or "",
-            verdict=None
-            if not verdict
-            else RecordedVerdict(
-                p_focused=float(verdict["p_focused"]), label=str(verdict["label"]), model=str(verdict.get("model", ""))
-            ),
+            verdict=None if not verdict else RecordedVerdict.from_payload(verdict),
         )
 
     @classmethod
@@ -163,17 +183,24 @@ class JobQueue(FrameStore):
             )
             return _job(conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (row[0],)))
 
-    def complete_job(self, job_id: int, output_path: str | Path) -> None:
-        """Mark a running job done; its frame's outcome becomes ``reconstructed``."""
+    def complete_job(
+        self, job_id: int, output_path: str | Path | None, *, not_improved: str | None = None
+    ) -> None:
+        """Mark a running job done; its frame's outcome becomes ``reconstructed``, or
+        ``not_improved`` with the reason when the quality score says so. ``output_path`` is
+        None when nothing was written (``write_not_improved = false``)."""
         now = self._now()
         with self._tx("complete_job") as conn:
             frame_id = self._running_job_frame(conn, job_id)
             conn.execute(
                 "UPDATE jobs SET state = 'done', output_path = ?, finished_at = ?, updated_at = ?"
                 " WHERE id = ?",
-                (str(output_path), now, now, job_id),
+                (None if output_path is None else str(output_path), now, now, job_id),
             )
-            self._set_outcome(conn, frame_id, Outcome.RECONSTRUCTED, None)
+            if not_improved is None:
+                self._set_outcome(conn, frame_id, Outcome.RECONSTRUCTED, None)
+            else:
+                self._set_outcome(conn, frame_id, Outcome.NOT_IMPROVED, not_improved)
 
     def fail_job(self, job_id: int, error: str) -> JobState:
         """Record a failed attempt. Back to ``queued`` while attempts remain, else ``failed``

@@ -149,6 +149,11 @@ def test_reconstruct_writes_ome_tiff_with_provenance_and_leaves_inputs_alone(
     assert sidecar["reconstructor"]["weights_sha256"] == card["weights_sha256"]
     with tifffile.TiffFile(written) as tif:
         assert tif.is_ome and "urn:refocusd:provenance" in tif.ome_metadata
+        assert "quality.sharpness_gain" in tif.ome_metadata
+    # Scored against its input by the default classifier, in the sidecar and the output line.
+    assert sidecar["quality"]["quality"] == rows["a_mono16.tif"]["quality"]
+    assert sidecar["quality"]["quality"] in ("improved", "not_improved")
+    assert sidecar["quality"]["sharpness_gain"] > 0
     rgb = tifffile.imread(rows["b_rgb.png"]["output"])
     assert rgb.shape == (300, 400, 3) and rgb.dtype == np.uint8
 

@@ -300,3 +300,58 @@ def test_train_refuses_to_overwrite_a_model_without_overwrite(classifier: Path, 
     replaced = run("train", "classifier", *args, "--overwrite")
     assert replaced.returncode == 0, replaced.stderr
     assert _card(out)["weights_sha256"] != json.loads(before["model.json"])["weights_sha256"]
+def test_resume_reconstructor_training_continues_the_steps(data: Path, tmp_path: Path) -> None:
+    from refocusd.models.checkpoint import load_state
+
+    out = tmp_path / "rec-resumable"
+    args = ("train", "reconstructor", "--data", str(data), "--out", str(out),
+            "--steps-per-epoch", "2", "--seed", "4", "--base-filters", "2", "--tile", "20")
+    result = run(*args, "--epochs", "1")
+    assert result.returncode == 0, result.stderr
+    first = load_state(out)
+    assert (first.epochs_done, first.steps_done) == (1, 2)
+
+    result = run(*args, "--epochs", "3", "--resume")
+    assert result.returncode == 0, result.stderr
+    card = _card(out)
+    training = card["training"]
+    assert training["epochs"] == 3 and training["seed"] == 4
+    assert training["extra"]["steps_total"] == 6
+    assert [h["epoch"] for h in training["extra"]["history"]] == [1, 2, 3]
+    assert [(s["from_epoch"], s["to_epoch"]) for s in training["extra"]["segments"]] == [(0, 1), (1, 3)]
+    assert training["extra"]["segments"][1]["best_reset"] is False  # same data: best kept
+    state = load_state(out)
+    assert (state.epochs_done, state.steps_done) == (3, 6)
+    # Nadam's step counter went on from the checkpoint instead of restarting at 0.
+    assert 6 in [int(v) for v in state.optimizer if v.ndim == 0]
+    # The weights moved on from the first segment's.
+    assert any(not np.array_equal(a, b) for a, b in zip(first.weights, state.weights, strict=True))
+
+    # Asking for no more epochs than were run is a user error, not a traceback.
+    result = run(*args, "--epochs", "3", "--resume")
+    assert result.returncode == 2
+    assert "already run 3 epoch" in result.stderr
+
+
+def test_resume_refuses_changed_settings(tmp_path: Path) -> None:
+    from refocusd.models.checkpoint import (
+        CheckpointError,
+        TrainingState,
+        check_compatible,
+        load_state,
+        save_state,
+    )
+
+    fixed = {"base_filters": 2, "tile": 20, "batch_size": 2, "steps_per_epoch": 2}
+    state = TrainingState(epochs_done=1, steps_done=2, seed=4, fixed=fixed,
+                          weights=[np.ones((2, 2), np.float32)], optimizer=[np.int64(2)],
+                          best_weights=None, best_val=None, best_epoch=None)
+    save_state(tmp_path, state)
+    loaded = load_state(tmp_path)
+    check_compatible(loaded, fixed, 4, tmp_path)
+    with pytest.raises(CheckpointError, match="tile was 20, now 36"):
+        check_compatible(loaded, {**fixed, "tile": 36}, 4, tmp_path)
+    with pytest.raises(CheckpointError, match="seed"):
+        check_compatible(loaded, fixed, 5, tmp_path)
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        load_state(tmp_path / "elsewhere")

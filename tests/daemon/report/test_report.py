@@ -18,8 +18,9 @@ from refocusd.daemon.report.pictures import COLOURS, PlateMapLayout, parse_well
 
 REFOCUSD = [sys.executable, "-m", "refocusd.daemon.cli"]
 # The report's rule, restated from the README: a well shows its worst frame.
-SEVERITY = ["failed", "pending", "reconstructed", "reacquired", "accepted"]
+SEVERITY = ["failed", "pending", "not_improved", "reconstructed", "reacquired", "accepted"]
 OUTCOME_CATEGORY = {"accepted": "accepted", "reacquired": "reacquired", "reconstructed": "reconstructed",
+                    "not_improved": "not_improved",
                     "reconstruction_failed": "failed", "quarantined": "failed", "refocus_failed": "failed",
                     "missed": "failed"}
 

@@ -27,6 +27,7 @@ from refocusd.config import Settings
 from refocusd.daemon.focus_measure_classifier import is_focus_measure_spec, load_focus_measure_classifier
 from refocusd.daemon.ledger import LEDGER_FILE, Ledger
 from refocusd.daemon.policy import Reason
+from refocusd.daemon.focus_surface import FocusSurfaceMemory
 from refocusd.daemon.refocus import build_strategy
 from refocusd.daemon.runner import FrameOutcome, Runner, RunnerOptions
 from refocusd.daemon.supervision import Supervisor
@@ -217,6 +218,7 @@ class Service:
             ),
             stop=self.stop,
             on_outcome=on_outcome,
+            focus_memory=FocusSurfaceMemory() if s.refocus.focus_memory else None,
         )
         self.worker.start()
         self.startup_s = time.perf_counter() - began

@@ -7,7 +7,7 @@ A driver yields :class:`Frame` objects; if it can drive the hardware it also imp
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -79,7 +79,8 @@ class Frame:
 
     ``deadline`` is the clock time by which a re-acquisition still counts for this
     time point (``None``: no deadline, e.g. a one-off plate scan). ``retry`` counts
-    re-acquisitions (0 for the original frame).
+    re-acquisitions (0 for the original frame). ``xy_um`` is the stage position where the
+    driver knows it (the focus-surface memory learns from it).
     """
 
     pixels: np.ndarray
@@ -91,6 +92,7 @@ class Frame:
     z_um: float | None = None
     retry: int = 0
     experiment: str = ""
+    xy_um: tuple[float, float] | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -142,6 +144,18 @@ class StageControl(Protocol):
     def reacquire(self, frame: Frame, retry: int) -> Frame:
         """Acquire ``frame``'s position again at the current z, tagged with ``retry``."""
         ...
+
+
+# (x_um, y_um, clock time) → the z a field's focusing should start from, or None.
+FocusStartProvider = Callable[[float, float, float], "float | None"]
+
+
+@runtime_checkable
+class FocusStartPlanning(Protocol):
+    """Optional plan hook: drivers that let refocusd choose the z each field's focusing
+    starts from (the focus-surface memory's prediction)."""
+
+    def plan_focus_start(self, provider: FocusStartProvider) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,7 +37,7 @@ import structlog
 import tifffile
 
 from refocusd.config.settings import PlateSettings, SimulatedMicroscopeSettings, TimelapseSettings
-from refocusd.drivers.base import Capabilities, Coordinates, DriverError, Frame, SourceRef
+from refocusd.drivers.base import Capabilities, Coordinates, DriverError, FocusStartProvider, Frame, SourceRef
 from refocusd.drivers.clock import Clock
 from refocusd.drivers.simulated.camera import DEFAULT_RENDER_CACHE_BYTES, SimulatedCamera
 from refocusd.drivers.simulated.plate import PlatePosition, parse_well, plate_positions
@@ -104,6 +104,7 @@ class SimulatedMicroscope:
             miss_rate=settings.autofocus_miss_rate,
             miss_um=settings.autofocus_miss_um,
             exposure_s=settings.exposure_s,
+            capture_um=settings.autofocus_capture_um,
         )
         self.data_dir = Path(data_dir if data_dir is not None else settings.data_dir)
         self.schedule_offsets_s = self._nominal_offsets()
@@ -113,6 +114,7 @@ class SimulatedMicroscope:
         self.root = root / _safe_component(plate.name)
         self._started_at: float | None = None
         self._held: _Held | None = None
+        self._focus_start: FocusStartProvider | None = None
         self._running = False
         self._closed = False
 
@@ -132,6 +134,10 @@ class SimulatedMicroscope:
         if self._running:
             raise DriverError("frames() is already running on this microscope")
         return self._run()
+
+    def plan_focus_start(self, provider: FocusStartProvider) -> None:
+        """Plan hook: before each field's autofocus the focus drive goes to ``provider``'s z."""
+        self._focus_start = provider
 
     def close(self) -> None:
         self._held = None
@@ -236,6 +242,7 @@ class SimulatedMicroscope:
             self._held = _Held(site, key, t, frame)
             return frame
         self.stage.move_xy(site.x_um, site.y_um)
+        self._move_to_planned_start(site)
         af = self.autofocus_device.run(self._plan_time(), (*key, t, 1))
         defocus = self._true_defocus()
         pixels = self.camera.snap(key, defocus, noise_key=(t, 1))
@@ -251,6 +258,7 @@ class SimulatedMicroscope:
             z_um=self.stage.z_um,
             retry=0,
             experiment=self.experiment,
+            xy_um=(site.x_um, site.y_um),
             metadata={
                 **self._truth(defocus),
                 "autofocus_missed": af.missed,
@@ -260,6 +268,14 @@ class SimulatedMicroscope:
         self._save(path, frame, site)
         self._held = _Held(site, key, t, frame)
         return frame
+
+    def _move_to_planned_start(self, site: PlatePosition) -> None:
+        if self._focus_start is None:
+            return
+        z = self._focus_start(site.x_um, site.y_um, self._clock.now())
+        lo, hi = self.stage.z_range_um
+        if z is not None and lo <= z <= hi:
+            self.stage.move_z(z)
 
     def _nominal_offsets(self) -> list[float]:
         """When each field is due within a pass, relative to the time point's start.
@@ -412,6 +428,7 @@ class SimulatedMicroscope:
             z_um=info["z_um"],
             retry=info["retry"],
             experiment=info["experiment"],
+            xy_um=(info["x_um"], info["y_um"]) if "x_um" in info else None,
             metadata={**info["metadata"], "resumed": True},
         )
 

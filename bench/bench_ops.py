@@ -73,7 +73,7 @@ def per_frame_overhead_us(frames: int = 100_000) -> float:
     class Instant:
         model_id = "instant"
 
-        def classify(self, pixels):
+        def classify(self, pixels, *, pixel_size_um=None):
             return Verdict(0.9, "focused", "instant", 0.004)
 
     metrics = ServiceMetrics()

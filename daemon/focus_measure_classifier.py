@@ -100,16 +100,21 @@ class FocusMeasureClassifier:
     def score(self, pixels: np.ndarray) -> float:
         return self._measure(pixels)
 
-    def classify(self, pixels: np.ndarray) -> Verdict:
+    def classify(self, pixels: np.ndarray, *, pixel_size_um: float | None = None) -> Verdict:
+        # A focus measure has no trained sampling: the pixel size is recorded, not used.
         began = time.perf_counter()
         c = self.calibration
         z = (self._measure(pixels) - c.threshold) / c.scale
         p = 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
         label = "focused" if p >= self._p_threshold else "defocused"
-        return Verdict(p_focused=p, label=label, model_id=self.model_id, latency_s=time.perf_counter() - began)
+        return Verdict(p_focused=p, label=label, model_id=self.model_id,
+                       latency_s=time.perf_counter() - began, pixel_size_um=pixel_size_um)
 
-    def classify_batch(self, frames: Sequence[np.ndarray]) -> list[Verdict]:
-        return [self.classify(f) for f in frames]
+    def classify_batch(
+        self, frames: Sequence[np.ndarray], *, pixel_sizes: Sequence[float | None] | None = None
+    ) -> list[Verdict]:
+        sizes = list(pixel_sizes) if pixel_sizes is not None else [None] * len(frames)
+        return [self.classify(f, pixel_size_um=s) for f, s in zip(frames, sizes, strict=True)]
 
 
 def is_focus_measure_spec(spec: str) -> bool:

@@ -92,13 +92,15 @@ class MeteredClassifier:
     def model_id(self) -> str:
         return self._inner.model_id
 
-    def classify(self, pixels: np.ndarray) -> Verdict:
-        verdict = self._inner.classify(pixels)
+    def classify(self, pixels: np.ndarray, *, pixel_size_um: float | None = None) -> Verdict:
+        verdict = self._inner.classify(pixels, pixel_size_um=pixel_size_um)
         self._metrics.classification_seconds.observe(verdict.latency_s)
         return verdict
 
-    def classify_batch(self, frames: Sequence[np.ndarray]) -> list[Verdict]:
-        verdicts = self._inner.classify_batch(frames)
+    def classify_batch(
+        self, frames: Sequence[np.ndarray], *, pixel_sizes: Sequence[float | None] | None = None
+    ) -> list[Verdict]:
+        verdicts = self._inner.classify_batch(frames, pixel_sizes=pixel_sizes)
         for verdict in verdicts:
             self._metrics.classification_seconds.observe(verdict.latency_s)
         return verdicts

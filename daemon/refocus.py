@@ -74,6 +74,7 @@ class RefocusRequest:
     verdict: Verdict
     attempt: int = 1
     history: tuple[RefocusStep, ...] = ()
+    pixel_size_um: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,8 +211,7 @@ def read_estimate(verdict: Verdict) -> tuple[float | None, float | None]:
     Classifiers without a defocus head (a focus-measure calibration, an older model)
     give ``(None, None)``.
     """
-    defocus = getattr(verdict, "defocus_um", None)
-    sigma = getattr(verdict, "defocus_sigma_um", None)
+    defocus, sigma = verdict.defocus_um, verdict.defocus_sigma_um
     if defocus is not None and not math.isfinite(defocus):
         defocus = None
     if sigma is not None and not math.isfinite(sigma):
@@ -278,6 +278,7 @@ class PredictRefocus:
         self._probe = probe_um
         self._max_refine = max_refine_planes
         self._max_move = max_move_um
+        self._pixel_size_um: float | None = None
 
     def refocus(self, stage: StageControl, request: RefocusRequest | None = None) -> RefocusResult:
         if request is None:  # nothing to predict from: the sweep
@@ -290,6 +291,7 @@ class PredictRefocus:
     # -- the moves ----------------------------------------------------------------------
 
     def _refocus(self, stage: StageControl, request: RefocusRequest) -> RefocusResult:
+        self._pixel_size_um = request.pixel_size_um
         z_now = stage.current_z()
         here = self._step("frame", z_now, request.pixels, request.verdict)
         steps = [*request.history, here]
@@ -370,7 +372,7 @@ class PredictRefocus:
     def _snap(self, kind: str, stage: StageControl, z: float) -> RefocusStep:
         stage.move_z(z)
         pixels = stage.snap()
-        return self._step(kind, z, pixels, self._classifier.classify(pixels))
+        return self._step(kind, z, pixels, self._classifier.classify(pixels, pixel_size_um=self._pixel_size_um))
 
     def _step(self, kind: str, z: float, pixels: np.ndarray, verdict: Verdict) -> RefocusStep:
         defocus, sigma = read_estimate(verdict)

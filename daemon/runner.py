@@ -163,7 +163,7 @@ class Runner:
         verdict = None
         if problem is None:
             try:
-                verdict = self._classifier.classify(frame.pixels)
+                verdict = self._classifier.classify(frame.pixels, pixel_size_um=frame.pixel_size_um)
             except PixelFormatError as exc:
                 problem = str(exc)
         if verdict is None:
@@ -225,7 +225,10 @@ class Runner:
             attempts += 1
             began = self._clock.now()
             flog.info("refocus.started", attempt=attempts, strategy=self._strategy.name)
-            request = RefocusRequest(pixels=latest_pixels, verdict=latest_verdict, attempt=attempts, history=history)
+            request = RefocusRequest(
+                pixels=latest_pixels, verdict=latest_verdict, attempt=attempts, history=history,
+                pixel_size_um=frame.pixel_size_um,
+            )
             result = self._refocus(request, attempts, flog)
             if result is not None:
                 exposures += result.frames
@@ -239,7 +242,7 @@ class Runner:
             if retry is None:
                 decision = self._decide(verdict, frame, attempts=attempts)
                 continue
-            retry_verdict = self._classifier.classify(retry.pixels)
+            retry_verdict = self._classifier.classify(retry.pixels, pixel_size_um=retry.pixel_size_um)
             estimate, sigma = read_estimate(retry_verdict)
             flog.info(
                 "refocus.step", attempt=attempts, kind="reacquire", z_um=_round(retry.z_um),

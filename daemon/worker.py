@@ -195,4 +195,11 @@ def _verdict(recorded: dict | None) -> Verdict | None:
         label=recorded["label"],
         model_id=str(recorded.get("model", "")),
         latency_s=0.0,
+        defocus_um=_optional_float(recorded.get("defocus_um")),
+        defocus_sigma_um=_optional_float(recorded.get("defocus_sigma_um")),
+        pixel_size_um=_optional_float(recorded.get("pixel_size_um")),
     )
+
+
+def _optional_float(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]

@@ -79,8 +79,10 @@ class Frame:
 
     ``deadline`` is the clock time by which a re-acquisition still counts for this
     time point (``None``: no deadline, e.g. a one-off plate scan). ``retry`` counts
-    re-acquisitions (0 for the original frame). ``xy_um`` is the stage position where the
-    driver knows it (the focus-surface memory learns from it).
+    re-acquisitions (0 for the original frame). ``pixel_size_um`` is the sampling in
+    µm per pixel (None where neither the source nor ``[models] pixel_size_um`` knows it).
+    ``xy_um`` is the stage position where the driver knows it (the focus-surface memory
+    learns from it).
     """
 
     pixels: np.ndarray
@@ -92,8 +94,11 @@ class Frame:
     z_um: float | None = None
     retry: int = 0
     experiment: str = ""
-    xy_um: tuple[float, float] | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    # µm per pixel in the sample plane, where the source knows it (or config sets it);
+    # None: unknown, the classifier then works in native pixels.
+    pixel_size_um: float | None = None
+    xy_um: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)

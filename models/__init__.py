@@ -5,6 +5,6 @@ TensorFlow is only imported by ``refocusd.models.runtime`` and the modules that 
 train networks, lazily, so importing this package is cheap.
 """
 
-from refocusd.models.api import FocusClassifier, FrameReconstructor, ModelError, Verdict
+from refocusd.models.api import CropScore, FocusClassifier, FrameReconstructor, ModelError, Verdict
 
-__all__ = ["FocusClassifier", "FrameReconstructor", "ModelError", "Verdict"]
+__all__ = ["CropScore", "FocusClassifier", "FrameReconstructor", "ModelError", "Verdict"]

@@ -20,35 +20,81 @@ class ModelError(RuntimeError):
 
 
 @dataclass(frozen=True, slots=True)
+class CropScore:
+    """One crop the classifier looked at, in the frame's native pixels (top-left ``y, x``,
+    side ``size``), with what the network said about it."""
+
+    y: int
+    x: int
+    size: int
+    p_focused: float
+    defocus_um: float | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "y": self.y,
+            "x": self.x,
+            "size": self.size,
+            "p_focused": round(self.p_focused, 6),
+            "defocus_um": None if self.defocus_um is None else round(self.defocus_um, 3),
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
-    """The classifier's answer for one frame."""
+    """The classifier's answer for one frame.
+
+    ``defocus_um`` is SIGNED: the frame's z minus the focal plane, in µm, so the stage
+    correction is ``z_new = z_now - defocus_um``. ``defocus_sigma_um`` is its 1-sigma
+    uncertainty (large where the sign cannot be known, e.g. fluorescence). Both are None
+    for classifiers without a defocus estimate. ``pixel_size_um`` is the sampling the frame
+    was classified at (None: native pixels, the pixel size was unknown). ``crops`` are the
+    regions that were scored (empty for whole-frame classifiers).
+    """
 
     p_focused: float
     label: Label
     model_id: str
     latency_s: float
+    defocus_um: float | None = None
+    defocus_sigma_um: float | None = None
+    pixel_size_um: float | None = None
+    crops: tuple[CropScore, ...] = ()
 
-    def as_dict(self) -> dict[str, object]:
-        return {
+    def as_dict(self, detail: bool = False) -> dict[str, object]:
+        out: dict[str, object] = {
             "p_focused": round(self.p_focused, 6),
             "label": self.label,
             "model": self.model_id,
             "latency_ms": round(self.latency_s * 1000, 3),
+            "defocus_um": None if self.defocus_um is None else round(self.defocus_um, 3),
+            "defocus_sigma_um": (
+                None if self.defocus_sigma_um is None else round(self.defocus_sigma_um, 3)
+            ),
+            "pixel_size_um": self.pixel_size_um,
         }
+        if detail:
+            out["crops"] = [c.as_dict() for c in self.crops]
+        return out
 
 
 @runtime_checkable
 class FocusClassifier(Protocol):
-    """Focused/defocused classification of whole frames (any size, mono/RGB, 8/16-bit)."""
+    """Focused/defocused classification of whole frames (any size, mono/RGB, 8/16-bit).
+
+    ``pixel_size_um`` is the frame's sampling in µm per pixel when known; classifiers
+    trained at a physical sampling bring the frame to it (None: native pixels)."""
 
     @property
     def model_id(self) -> str:
         """``name@version`` plus the first 12 hex digits of the weights' SHA-256."""
         ...
 
-    def classify(self, pixels: np.ndarray) -> Verdict: ...
+    def classify(self, pixels: np.ndarray, *, pixel_size_um: float | None = None) -> Verdict: ...
 
-    def classify_batch(self, frames: Sequence[np.ndarray]) -> list[Verdict]: ...
+    def classify_batch(
+        self, frames: Sequence[np.ndarray], *, pixel_sizes: Sequence[float | None] | None = None
+    ) -> list[Verdict]: ...
 
 
 @runtime_checkable

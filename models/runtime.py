@@ -305,7 +305,7 @@ class Classifier(_LoadedModel):
         with self._tf.device(self._device.tf_device):
             return prepare(frame).numpy()
 
-    def classify(self, pixels: np.ndarray) -> Verdict:
+    def classify(self, pixels: np.ndarray, *, pixel_size_um: float | None = None) -> Verdict:
         started = time.perf_counter()
         frame = _classifier_frame(pixels)
         single, _ = self._functions((frame.dtype.str, frame.shape[2]))
@@ -313,7 +313,9 @@ class Classifier(_LoadedModel):
             p = float(single(frame))
         return self._verdict(p, time.perf_counter() - started)
 
-    def classify_batch(self, frames: Sequence[np.ndarray]) -> list[Verdict]:
+    def classify_batch(
+        self, frames: Sequence[np.ndarray], *, pixel_sizes: Sequence[float | None] | None = None
+    ) -> list[Verdict]:
         """Verdicts for several frames (sizes and dtypes may differ)."""
         if not frames:
             return []

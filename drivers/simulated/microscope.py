@@ -259,6 +259,7 @@ class SimulatedMicroscope:
             retry=0,
             experiment=self.experiment,
             xy_um=(site.x_um, site.y_um),
+            pixel_size_um=self.camera.pixel_size_um,
             metadata={
                 **self._truth(defocus),
                 "autofocus_missed": af.missed,
@@ -429,6 +430,7 @@ class SimulatedMicroscope:
             retry=info["retry"],
             experiment=info["experiment"],
             xy_um=(info["x_um"], info["y_um"]) if "x_um" in info else None,
+            pixel_size_um=info.get("pixel_size_um"),
             metadata={**info["metadata"], "resumed": True},
         )
 

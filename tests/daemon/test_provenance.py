@@ -56,7 +56,9 @@ def test_record_holds_everything_and_is_json(tmp_path: Path) -> None:
     assert prov["source"]["coordinates"]["position"] == 2
     assert prov["source"]["acquired_at"] == "2026-01-01T00:00:00.250000Z"
     assert prov["classifier"] == {"p_focused": 0.0731, "label": "defocused",
-                                  "model": "sdcnn@1+abc", "latency_ms": 5.0}
+                                  "model": "sdcnn@1+abc", "latency_ms": 5.0,
+                                  "defocus_um": None, "defocus_sigma_um": None,
+                                  "pixel_size_um": None}
     assert prov["reconstructor"]["weights_sha256"] == "f" * 64
     assert prov["parameters"] == {"tile": 388, "overlap": 0.25}
     assert prov["software"]["numpy"] == np.__version__

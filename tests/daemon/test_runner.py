@@ -39,12 +39,12 @@ class AlwaysDefocused:
 
     model_id = "fixed-defocused"
 
-    def classify(self, pixels):
+    def classify(self, pixels, *, pixel_size_um=None):
         from refocusd.models import Verdict
 
         return Verdict(p_focused=0.01, label="defocused", model_id=self.model_id, latency_s=0.0)
 
-    def classify_batch(self, frames):
+    def classify_batch(self, frames, *, pixel_sizes=None):
         return [self.classify(f) for f in frames]
 
 

@@ -20,11 +20,11 @@ class ThresholdClassifier:
     model_id = "mean@test"
     threshold = 0.5
 
-    def classify(self, pixels: np.ndarray) -> Verdict:
+    def classify(self, pixels: np.ndarray, *, pixel_size_um: float | None = None) -> Verdict:
         p = float(pixels.mean())
         return Verdict(p, "focused" if p >= self.threshold else "defocused", self.model_id, latency_s=0.004)
 
-    def classify_batch(self, frames):
+    def classify_batch(self, frames, *, pixel_sizes=None):
         return [self.classify(f) for f in frames]
 
 

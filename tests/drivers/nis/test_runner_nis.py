@@ -29,7 +29,7 @@ from refocusd.models.runtime import load_reconstructor
 class AlwaysDefocused:
     model_id = "fixed-defocused"
 
-    def classify(self, pixels):
+    def classify(self, pixels, *, pixel_size_um=None):
         return Verdict(p_focused=0.02, label="defocused", model_id=self.model_id, latency_s=0.0)
 
 

@@ -63,6 +63,7 @@ class RefocusStep:
             "estimate_um": None if self.defocus_um is None else round(self.defocus_um, 3),
             "sigma_um": None if self.sigma_um is None else round(self.sigma_um, 3),
             "p_focused": None if self.p_focused is None else round(self.p_focused, 4),
+            "label": self.label,
         }
 
 
@@ -314,14 +315,12 @@ class PredictRefocus:
         return self._refine_or_sweep(stage, steps, origin, frames=1)
 
     def _probe_side(self, stage: StageControl, here: RefocusStep, origin: float) -> tuple[float, RefocusStep]:
-        """Probe below by |estimate| (or ``probe_um``); keep it if sharper, else go above.
-
-        Returns the z to settle on and the probe plane.
-        """
+        """Probe below by |estimate| (or ``probe_um``); keep it if closer to focus, else go
+        above. Returns the z to settle on and the probe plane."""
         distance = abs(here.defocus_um) if here.defocus_um else self._probe
         below = self._clamp(here.z_um - distance, origin)
         probe = self._snap("probe", stage, below)
-        if probe.score > here.score:
+        if _closer(probe, here):
             if _signed(probe.defocus_um, probe.sigma_um):  # the probe's own estimate is usable
                 return self._clamp(below - probe.defocus_um, origin), probe
             return below, probe
@@ -340,7 +339,7 @@ class PredictRefocus:
             used += 1
             if steps[-1].focused:
                 return self._result(target, "refine", steps, frames=frames)
-        best = max(steps, key=lambda s: s.score)
+        best = _nearest_to_focus(steps)
         stage.move_z(best.z_um)
         log.info("refocus.fallback", z_um=round(best.z_um, 3), planes_seen=len(steps))
         return self._sweep(stage, steps, frames=frames)
@@ -386,6 +385,22 @@ class PredictRefocus:
 
     def _result(self, z: float, method: str, steps: list[RefocusStep], *, frames: int) -> RefocusResult:
         return RefocusResult(z_um=float(z), strategy=self.name, frames=frames, method=method, steps=tuple(steps))
+
+
+def _closer(a: RefocusStep, b: RefocusStep) -> bool:
+    """Is plane ``a`` nearer focus than ``b``? By the estimated |defocus| where both have
+    one (a focus measure flattens out far from focus; the estimate does not), else by score."""
+    if a.defocus_um is not None and b.defocus_um is not None:
+        return abs(a.defocus_um) < abs(b.defocus_um)
+    return a.score > b.score
+
+
+def _nearest_to_focus(steps: list[RefocusStep]) -> RefocusStep:
+    best = steps[0]
+    for step in steps[1:]:
+        if _closer(step, best):
+            best = step
+    return best
 
 
 def _signed(defocus: float | None, sigma: float | None) -> bool:

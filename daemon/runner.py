@@ -247,7 +247,7 @@ class Runner:
             flog.info(
                 "refocus.step", attempt=attempts, kind="reacquire", z_um=_round(retry.z_um),
                 estimate_um=_round(estimate), sigma_um=_round(sigma),
-                p_focused=round(retry_verdict.p_focused, 4),
+                p_focused=round(retry_verdict.p_focused, 4), label=retry_verdict.label,
             )
             latest_pixels, latest_verdict = retry.pixels, retry_verdict
             decision = self._decide(retry_verdict, retry, attempts=attempts)
@@ -320,7 +320,9 @@ class Runner:
         )
 
     def _queue(self, frame: Frame, verdict: Verdict, reason: Reason, flog, *, decided_ms: float) -> None:
-        record = self._record(frame, verdict, Action.RECONSTRUCT, "reconstruction_queued", reason, decided_ms=decided_ms)
+        record = self._record(
+            frame, verdict, Action.RECONSTRUCT, "reconstruction_queued", reason, decided_ms=decided_ms
+        )
         try:
             _, job_id = self._ledger.record_frame_and_enqueue(
                 record, reason.value, self._payload(frame, verdict), self._options.max_job_attempts

@@ -183,6 +183,15 @@ class ModelSettings(Section):
     device: Literal["auto", "cpu", "gpu"] = "auto"
     mixed_precision: bool = False
     batch_size: int = Field(16, ge=1, le=256)
+    calibrate: Literal["off", "on_start"] = Field(
+        "off", description="on_start: fine-tune the classifier on z-series of this sample before the plan "
+        "(drivers with stage control)."
+    )
+    calibrate_positions: int = Field(3, ge=2, le=20, description="Positions of the plan the z-series are taken at.")
+    calibrate_range_um: float = Field(10.0, gt=0, description="± µm of each z-series around the position's z.")
+    calibrate_step_um: float = Field(1.0, gt=0, description="µm between the z-series' planes.")
+    calibrate_tolerance_um: float = Field(1.5, gt=0, description="Planes this close to the focus peak are focused.")
+    calibrate_epochs: int = Field(8, ge=1, le=200)
 
 
 class RefocusSettings(Section):

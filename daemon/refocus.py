@@ -250,9 +250,10 @@ class PredictRefocus:
       the runner's re-acquisition is the check;
     * signed but unsure: the move, then refinement planes (its own new estimate, or a
       parabola through the best planes) until one is classified focused;
-    * sign unknown (no estimate, or σ at least half of |estimate|, as for a symmetric
-      blur): one probe plane on one side, at |estimate| (or ``probe_um``); the focus score
-      chooses the side; then as above.
+    * sign unknown (σ at least half of |estimate|, as for a symmetric blur): one probe
+      plane on one side at |estimate|; the estimated |defocus| there (or the focus score)
+      chooses the side;
+    * no estimate at all (a classifier without a defocus head): the sweep.
 
     A later attempt (the re-acquisition was still defocused) refines with the planes left
     of the budget, then sweeps around the sharpest plane seen. No single move goes farther
@@ -299,6 +300,11 @@ class PredictRefocus:
         origin = steps[0].z_um
         if request.attempt > 1:
             return self._refine_or_sweep(stage, steps, origin, frames=0)
+        if here.defocus_um is None:
+            # No magnitude either (a classifier without a defocus head): a probe could pick
+            # a side but not place the move, and the sweep covers both sides anyway.
+            log.info("refocus.no_estimate", z_um=round(z_now, 3))
+            return self._sweep(stage, steps, frames=0)
         if not _signed(here.defocus_um, here.sigma_um):
             target, probe = self._probe_side(stage, here, origin)
             steps.append(probe)
@@ -339,7 +345,10 @@ class PredictRefocus:
             used += 1
             if steps[-1].focused:
                 return self._result(target, "refine", steps, frames=frames)
-        best = _nearest_to_focus(steps)
+        # Centre the sweep on the plane nearest focus when every plane has an estimated
+        # |defocus|; a focus measure alone is too flat far from focus to say, so then
+        # the sweep covers its range around the z the recovery started at.
+        best = _nearest_to_focus(steps) if all(s.defocus_um is not None for s in steps) else steps[0]
         stage.move_z(best.z_um)
         log.info("refocus.fallback", z_um=round(best.z_um, 3), planes_seen=len(steps))
         return self._sweep(stage, steps, frames=frames)

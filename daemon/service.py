@@ -32,7 +32,16 @@ from refocusd.daemon.refocus import build_strategy
 from refocusd.daemon.runner import FrameOutcome, Runner, RunnerOptions
 from refocusd.daemon.supervision import Supervisor
 from refocusd.daemon.worker import ReconstructionWorker
-from refocusd.drivers import Clock, DriverError, Microscope, OutcomeAware, SimulatedClock, StopAware, SystemClock
+from refocusd.drivers import (
+    CalibrationSource,
+    Clock,
+    DriverError,
+    Microscope,
+    OutcomeAware,
+    SimulatedClock,
+    StopAware,
+    SystemClock,
+)
 from refocusd.models import FocusClassifier, FrameReconstructor
 from refocusd.models.store import check_model
 
@@ -188,6 +197,8 @@ class Service:
         self._recover()
         self.ledger.start_run(self.run_id, s.service.experiment, s.model_dump_json(), _software())
         self._driver = self._driver_factory(s, self.clock)
+        if s.models.calibrate == "on_start":
+            classifier = self._calibrate_on_start(classifier)
         if isinstance(self._driver, StopAware):
             self._driver.bind_stop(self.stop)
         on_outcome = self._outcome
@@ -234,6 +245,28 @@ class Service:
             output_root=str(s.service.output_root),
         )
         self.supervisor.started(run_id=self.run_id, ledger=self.ledger, driver=self._driver, worker=self.worker)
+
+    def _calibrate_on_start(self, classifier: FocusClassifier) -> FocusClassifier:
+        """Fine-tune the classifier on this sample's z-series before the plan (issue 12)."""
+        from refocusd.daemon.self_calibration import ZStackError, calibrate_from_driver
+        from refocusd.models.runtime import load_classifier
+
+        s = self.settings
+        driver = self._driver
+        if not (isinstance(driver, CalibrationSource) and driver.capabilities.move_stage):
+            log.warning("calibrate.unavailable", reason="the driver cannot take z-series (no stage control)",
+                        driver=s.driver.kind)
+            return classifier
+        out = s.service.state_dir / "models" / f"calibrated-{self.run_id}"
+        try:
+            report = calibrate_from_driver(driver, s.models, out, sample=s.service.experiment)
+        except ZStackError as exc:
+            log.warning("calibrate.failed", error=str(exc), classifier=classifier.model_id)
+            return classifier
+        log.info("calibrate.done", folder=str(out), before=report.before.as_dict(), after=report.after.as_dict(),
+                 held_out=report.held_out, seconds=round(report.seconds, 1))
+        return load_classifier(str(out), device=s.models.device, threshold=s.models.threshold,
+                               mixed_precision=s.models.mixed_precision)
 
     def run(self) -> RunSummary:
         """Run until the driver's plan is complete (then drain the queue) or a stop."""

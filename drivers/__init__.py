@@ -5,6 +5,7 @@ The runner only sees the :class:`~refocusd.drivers.base.Microscope` protocol and
 """
 
 from refocusd.drivers.base import (
+    CalibrationSource,
     Capabilities,
     Coordinates,
     DriverError,
@@ -19,10 +20,12 @@ from refocusd.drivers.base import (
     SourceRef,
     StageControl,
     StopAware,
+    ZPlanes,
 )
 from refocusd.drivers.clock import Clock, SimulatedClock, SystemClock
 
 __all__ = [
+    "CalibrationSource",
     "Capabilities",
     "Clock",
     "Coordinates",
@@ -40,4 +43,5 @@ __all__ = [
     "StageControl",
     "StopAware",
     "SystemClock",
+    "ZPlanes",
 ]

@@ -164,6 +164,24 @@ class FocusStartPlanning(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class ZPlanes:
+    """A z-series snapped at one position for calibration (planes at increasing z)."""
+
+    name: str
+    z_um: tuple[float, ...]
+    planes: tuple[np.ndarray, ...]
+    pixel_size_um: float | None = None
+
+
+@runtime_checkable
+class CalibrationSource(Protocol):
+    """Optional: drivers with stage control that can snap z-series at positions of their
+    plan before it starts (``[models] calibrate = "on_start"``)."""
+
+    def calibration_z_series(self, positions: int, offsets_um: tuple[float, ...]) -> list[ZPlanes]: ...
+
+
+@dataclass(frozen=True, slots=True)
 class DriverHealth:
     """A driver's own view of whether it works (device connected, watcher alive)."""
 

@@ -37,7 +37,15 @@ import structlog
 import tifffile
 
 from refocusd.config.settings import PlateSettings, SimulatedMicroscopeSettings, TimelapseSettings
-from refocusd.drivers.base import Capabilities, Coordinates, DriverError, FocusStartProvider, Frame, SourceRef
+from refocusd.drivers.base import (
+    Capabilities,
+    Coordinates,
+    DriverError,
+    FocusStartProvider,
+    Frame,
+    SourceRef,
+    ZPlanes,
+)
 from refocusd.drivers.clock import Clock
 from refocusd.drivers.simulated.camera import DEFAULT_RENDER_CACHE_BYTES, SimulatedCamera
 from refocusd.drivers.simulated.plate import PlatePosition, parse_well, plate_positions
@@ -46,6 +54,7 @@ from refocusd.drivers.simulated.stage import DeviceAutofocus, FocalSurface, Stag
 log = structlog.get_logger(__name__)
 
 CHANNEL = "phase"
+_CALIBRATION_DRAW = 1_000_000  # seed-key tag of calibration snaps and autofocus calls
 PLAN_FILE = "acquisition.json"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -134,6 +143,31 @@ class SimulatedMicroscope:
         if self._running:
             raise DriverError("frames() is already running on this microscope")
         return self._run()
+
+    def calibration_z_series(self, positions: int, offsets_um: tuple[float, ...]) -> list[ZPlanes]:
+        """Z-series at ``positions`` fields spread over the plan, around where the device
+        autofocus lands (it may miss: such a series has no peak and calibration skips it).
+        Takes microscope time; writes nothing; the plan's autofocus draws are untouched."""
+        self._check_open()
+        if self._running:
+            raise DriverError("calibration z-series are taken before the plan starts")
+        picks = sorted({round(i) for i in np.linspace(0, len(self.sites) - 1, max(1, positions))})
+        series = []
+        for n, index in enumerate(picks):
+            site = self.sites[index]
+            row, col = parse_well(site.well)
+            key = (row, col, site.position_index)
+            self.stage.move_xy(site.x_um, site.y_um)
+            landed = self.autofocus_device.run(0.0, (*key, _CALIBRATION_DRAW, 1)).z_um
+            planes, zs = [], []
+            for j, offset in enumerate(offsets_um):
+                self.stage.move_z(landed + offset)
+                focus = self.surface.z_um(self.stage.x_um, self.stage.y_um, 0.0)
+                planes.append(self.camera.snap(key, self.stage.z_um - focus, noise_key=(_CALIBRATION_DRAW + n, j)))
+                zs.append(self.stage.z_um)
+            series.append(ZPlanes(f"{site.well}-p{site.position_index}", tuple(zs), tuple(planes),
+                                  self.camera.pixel_size_um))
+        return series
 
     def plan_focus_start(self, provider: FocusStartProvider) -> None:
         """Plan hook: before each field's autofocus the focus drive goes to ``provider``'s z."""

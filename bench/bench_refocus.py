@@ -106,6 +106,7 @@ def run_plate(args, classifier, strategy_name: str, work: Path, *, memory: bool,
     recoveries = [r for r in originals if r["recovery_frames"] is not None]
     ok = [r for r in recoveries if r["outcome"] == "reacquired"
           and abs(truth.by_parent.get(r["source_key"], 1e9)) <= args.tolerance_um]
+    frames = [r["recovery_frames"] for r in recoveries]
     durations = [e["duration_s"] for e in logs if e["event"] == "reacquire.done"]
     misses = sum(1 for e in logs if e["event"] == "frame.classified" and e.get("label") == "defocused")
     return {
@@ -115,9 +116,8 @@ def run_plate(args, classifier, strategy_name: str, work: Path, *, memory: bool,
         "defocused_frames": misses,
         "recoveries": len(recoveries),
         "success": round(len(ok) / len(recoveries), 4) if recoveries else None,
-        "frames_per_recovery_median": statistics.median(r["recovery_frames"] for r in recoveries) if recoveries else None,
-        "frames_per_recovery_mean": round(statistics.fmean(r["recovery_frames"] for r in recoveries), 2)
-        if recoveries else None,
+        "frames_per_recovery_median": statistics.median(frames) if frames else None,
+        "frames_per_recovery_mean": round(statistics.fmean(frames), 2) if frames else None,
         "microscope_s_per_recovery_median": round(statistics.median(durations), 4) if durations else None,
         "cpu_s_per_recovery_median": round(statistics.median(cpu), 4) if cpu else None,
         "methods": {m: sum(1 for e in logs if e["event"] == "refocus.done" and e.get("method") == m)
@@ -165,7 +165,8 @@ def main() -> None:
         on = run_plate(args, classifier, "predict", work / "m1", memory=True, miss_rate=rate,
                        capture_um=args.capture_um)
         print(json.dumps({"part": "focus_memory", "capture_um": args.capture_um, "miss_rate": rate,
-                          "misses_without_memory": off["autofocus_misses"], "misses_with_memory": on["autofocus_misses"],
+                          "misses_without_memory": off["autofocus_misses"],
+                          "misses_with_memory": on["autofocus_misses"],
                           "fields": on["fields"], "without": off, "with": on}))
 
 

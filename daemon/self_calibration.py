@@ -212,7 +212,6 @@ def self_calibrate(
     after, write the model folder ``out``."""
     from refocusd.models.runtime import load_classifier
     from refocusd.models.store import load_card
-    from refocusd.models.training import ClassifierTrainConfig, train_classifier
 
     if not series:
         raise ZStackError("no z-series to calibrate on")
@@ -241,15 +240,8 @@ def self_calibrate(
     before = score_held_out(load_classifier(base, device="cpu"), held, pixel_size)
     with tempfile.TemporaryDirectory(prefix="refocusd-calibrate-") as tmp:
         data = Path(tmp)
-        for i, plane in enumerate(train):
-            folder = data / ("focused" if plane.focused else "defocused")
-            folder.mkdir(exist_ok=True)
-            tifffile.imwrite(folder / f"{i:04d}_dz{plane.defocus_um:+07.2f}.tif", plane.pixels)
-        result = train_classifier(
-            ClassifierTrainConfig(data=data, out=Path(out), base=base, epochs=epochs, seed=seed,
-                                  name="sdcnn-calibrated", command="refocusd calibrate"),
-            stop=stop,
-        )
+        _write_training_folder(data, train, pixel_size)
+        result = _fine_tune(base, data, Path(out), epochs=epochs, seed=seed, stop=stop)
     after = score_held_out(load_classifier(str(out), device="cpu"), held, pixel_size)
     seconds = time.perf_counter() - began
     details = {
@@ -271,6 +263,43 @@ def self_calibrate(
     log.info("calibrate.fine_tuned", before=before.as_dict(), after=after.as_dict(), seconds=round(seconds, 1),
              folder=str(out))
     return report
+
+
+def _write_training_folder(data: Path, planes: Sequence[LabelledPlane], pixel_size_um: float | None) -> None:
+    """``focused/`` and ``defocused/`` TIFFs plus a manifest with each plane's signed
+    defocus (what a model with a defocus head learns from)."""
+    import json
+
+    items = []
+    for i, plane in enumerate(planes):
+        relative = f"{'focused' if plane.focused else 'defocused'}/{i:04d}_dz{plane.defocus_um:+07.2f}.tif"
+        (data / relative).parent.mkdir(exist_ok=True)
+        tifffile.imwrite(data / relative, plane.pixels)
+        items.append({"path": relative, "z_um": round(plane.defocus_um, 4), "pixel_size_um": pixel_size_um,
+                      "domain": f"calibration/{plane.position}"})
+    (data / "manifest.json").write_text(json.dumps({"kind": "classifier", "items": items}), encoding="utf-8")
+
+
+def _fine_tune(base: str, data: Path, out: Path, *, epochs: int, seed: int, stop: threading.Event | None) -> Any:
+    """Transfer learning from ``base``: the crop classifier and its defocus head when the
+    base is one, else the whole-frame SDCNN (classification only)."""
+    from refocusd.models.store import check_model
+    from refocusd.models.training import ClassifierTrainConfig, train_classifier
+
+    card = check_model(base, "classifier")
+    if card.architecture != "sdcnn":
+        from refocusd.models.focus_training import CropTrainConfig, train_crop_classifier
+
+        return train_crop_classifier(
+            CropTrainConfig(data=(data,), out=out, base=base, epochs=epochs, seed=seed,
+                            name=f"{card.name}-calibrated", command="refocusd calibrate"),
+            stop=stop,
+        )
+    return train_classifier(
+        ClassifierTrainConfig(data=data, out=out, base=base, epochs=epochs, seed=seed,
+                              name="sdcnn-calibrated", command="refocusd calibrate"),
+        stop=stop,
+    )
 
 
 def _write_card_metrics(folder: Path, card: Any, metrics: dict[str, Any]) -> None:

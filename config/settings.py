@@ -192,6 +192,14 @@ class ModelSettings(Section):
     calibrate_step_um: float = Field(1.0, gt=0, description="µm between the z-series' planes.")
     calibrate_tolerance_um: float = Field(1.5, gt=0, description="Planes this close to the focus peak are focused.")
     calibrate_epochs: int = Field(8, ge=1, le=200)
+    pixel_size_um: float | None = Field(
+        None, gt=0, le=1000,
+        description="µm per pixel of frames whose source does not state it (the source's own "
+        "value wins). Unknown: the classifier works in native pixels.",
+    )
+    crops: int | None = Field(
+        None, ge=1, le=64, description="Crops per frame for crop classifiers (default: the model's)."
+    )
 
 
 class RefocusSettings(Section):

@@ -176,6 +176,7 @@ class Service:
         left behind), connect the driver, start the reconstruction worker."""
         began = time.perf_counter()
         from refocusd.models.runtime import load_classifier  # TensorFlow loads here
+        from refocusd.models.sampling import with_default_pixel_size
 
         s = self.settings
         structlog.contextvars.bind_contextvars(run_id=self.run_id, experiment=s.service.experiment)
@@ -191,7 +192,9 @@ class Service:
                 device=s.models.device,
                 threshold=s.models.threshold,
                 mixed_precision=s.models.mixed_precision,
+                crops=s.models.crops,
             )
+        classifier = with_default_pixel_size(classifier, s.models.pixel_size_um)
         self._lock = hold_state_lock(s.service.state_dir)
         self.ledger = Ledger.open(s.service.state_dir / LEDGER_FILE)
         self._recover()

@@ -42,12 +42,17 @@ class _Strict(BaseModel):
 
 
 class InputSpec(_Strict):
-    """Network input: side in pixels (``None``: fully convolutional), channels, recipe."""
+    """Network input: side in pixels (``None``: fully convolutional), channels, recipe.
+
+    Crop classifiers also record the sampling they were trained at (``pixel_size_um``,
+    µm per network pixel) and how many crops a frame gets by default (``crops``)."""
 
     size: int | None
     channels: int = 3
     preprocessing: str
     output_size: int | None = None
+    pixel_size_um: float | None = Field(None, gt=0)
+    crops: int | None = Field(None, ge=1)
 
 
 class TrainingInfo(_Strict):
@@ -164,6 +169,20 @@ class ModelCard(_Strict):
 
 def classifier_input_spec() -> InputSpec:
     return InputSpec(size=134, channels=3, preprocessing=CLASSIFIER_PREPROCESSING, output_size=None)
+
+
+CROP_CLASSIFIER_PREPROCESSING = (
+    "frame brought to the trained sampling (pixel_size_um) crop by crop: K squares of "
+    "size*pixel_size_um/frame_pixel_um native px chosen by content and spread over the "
+    "field (refocusd.models.crops.select_crops), channels averaged, cv2 INTER_AREA "
+    "resize to size px, each crop standardised (zero mean, unit variance); an unknown "
+    "frame pixel size uses native pixels"
+)
+
+
+def crop_classifier_input_spec(size: int, pixel_size_um: float, crops: int) -> InputSpec:
+    return InputSpec(size=size, channels=1, preprocessing=CROP_CLASSIFIER_PREPROCESSING,
+                     pixel_size_um=pixel_size_um, crops=crops)
 
 
 def reconstructor_input_spec(size: int | None = 572) -> InputSpec:

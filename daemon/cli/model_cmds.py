@@ -34,7 +34,8 @@ from refocusd.daemon.cli.common import (
 
 if TYPE_CHECKING:
     from refocusd.daemon.dask_backend import DaskReconstructor
-    from refocusd.models.runtime import Classifier, Reconstructor
+    from refocusd.models.api import FocusClassifier
+    from refocusd.models.runtime import Reconstructor
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 _TIFF_SUFFIXES = (".tif", ".tiff")
@@ -160,8 +161,20 @@ def classify(
     threshold: float = typer.Option(
         0.5, "--threshold", min=0.0, max=1.0, help="p(focused) at or above this is 'focused'."
     ),
+    pixel_size_um: float | None = typer.Option(
+        None, "--pixel-size-um", min=0.0,
+        help="µm per pixel of the inputs (default: read from each file's metadata; "
+        "unknown: native pixels).",
+    ),
+    detail: bool = typer.Option(
+        False, "--detail", help="Also print the crops used and what each one scored (JSON)."
+    ),
+    crops: int | None = typer.Option(
+        None, "--crops", min=1, help="Crops per frame (crop classifiers; default: the model's)."
+    ),
 ) -> None:
-    """Classify frames as focused or defocused with the paper's SDCNN."""
+    """Classify frames as focused or defocused (and, with the default model, by how many
+    µm and in which direction)."""
     _quiet_logging()
     with user_errors():
         from refocusd.models.runtime import load_classifier
@@ -169,10 +182,14 @@ def classify(
         if not 0.0 < threshold < 1.0:
             err_console.print("[bold red]error:[/] --threshold must be strictly between 0 and 1")
             raise typer.Exit(2)
-        classifier = load_classifier(model, device=_device(device), threshold=threshold)
+        if pixel_size_um is not None and not pixel_size_um > 0:
+            err_console.print("[bold red]error:[/] --pixel-size-um must be > 0")
+            raise typer.Exit(2)
+        classifier = load_classifier(model, device=_device(device), threshold=threshold,
+                                     crops=crops)
     rows: list[dict[str, Any]] = []
     for item in expand_inputs(paths):
-        row = _classify_one(classifier, item)
+        row = _classify_one(classifier, item, pixel_size_um, detail)
         rows.append(row)
         if json_lines:
             print_json(row)
@@ -181,21 +198,22 @@ def classify(
     raise typer.Exit(EXIT_FAILURES if any("error" in r for r in rows) else EXIT_OK)
 
 
-def _classify_one(classifier: Classifier, item: Input) -> dict[str, Any]:
+def _classify_one(classifier: FocusClassifier, item: Input, pixel_size_um: float | None,
+                  detail: bool) -> dict[str, Any]:
+    from refocusd.drivers.pixel_size import pixel_size_from_file
     from refocusd.models.preprocessing import PixelFormatError
 
     if item.problem:
         return {"path": str(item.path), "error": item.problem}
     try:
-        verdict = classifier.classify(read_frame(item.path))
+        pixels = read_frame(item.path)
+        size = pixel_size_um if pixel_size_um is not None else pixel_size_from_file(item.path)
+        verdict = classifier.classify(pixels, pixel_size_um=size)
     except (InputError, PixelFormatError) as exc:
         return {"path": str(item.path), "error": str(exc)}
-    return {
-        "path": str(item.path),
-        "p_focused": round(verdict.p_focused, 6),
-        "label": verdict.label,
-        "model": verdict.model_id,
-    }
+    out = verdict.as_dict(detail=detail)
+    out.pop("latency_ms")
+    return {"path": str(item.path), **out}
 
 
 def _print_table(rows: list[dict[str, Any]], model_id: str) -> None:

@@ -168,6 +168,15 @@ def _train(run: Any, cfg: Any, log_level: str) -> None:
 # ---------------------------------------------------------------------------- train
 
 
+def _base_architecture(base: str | None) -> str | None:
+    """The architecture of the model to fine-tune (read from its card, no TensorFlow)."""
+    if base is None:
+        return None
+    from refocusd.models import store
+
+    return store.check_model(base, "classifier").architecture
+
+
 @train_app.command("classifier")
 def train_classifier(
     data: list[Path] = typer.Option(
@@ -178,18 +187,64 @@ def train_classifier(
     epochs: int = typer.Option(50, "--epochs", min=1, help="Epochs (the paper: 50)."),
     seed: int = typer.Option(0, "--seed", help="Seed for the split, initialisation and shuffling."),
     val_fraction: float = typer.Option(0.2, "--val-fraction", min=0.0, max=0.9),
-    batch_size: int = typer.Option(4, "--batch-size", min=1, help="Batch size (the paper: 4)."),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", min=1, help="Batch size (default: the paper's 4 for sdcnn, 64 crops)."
+    ),
     steps_per_epoch: int | None = typer.Option(
         None, "--steps-per-epoch", min=1, help="Steps per epoch (default: one pass)."
     ),
-    augment: bool = typer.Option(True, "--augment/--no-augment", help="Random flips/rotations."),
-    name: str = typer.Option("sdcnn", "--name", help="Model name in the card."),
+    augment: bool = typer.Option(
+        True, "--augment/--no-augment",
+        help="Random flips/rotations (crop networks: also gamma and polarity inversion).",
+    ),
+    name: str | None = typer.Option(None, "--name", help="Model name in the card (default: the architecture)."),
     version: str | None = typer.Option(None, "--version", help="Model version (default: UTC time)."),
+    architecture: str | None = typer.Option(
+        None, "--architecture",
+        help="sdcnn (the paper's whole-frame net), focusnet (crops + signed defocus, the "
+        "shipped default) or sdcnn-crops (the paper's layers on crops + defocus). Default: "
+        "the --base model's, else sdcnn.",
+    ),
+    crops_per_frame: int = typer.Option(
+        4, "--crops-per-frame", min=1, help="Crop networks: training crops cut from each frame."
+    ),
+    crops: int = typer.Option(8, "--crops", min=1, help="Crop networks: crops per frame at inference."),
+    trained_pixel_um: float = typer.Option(
+        0.5, "--trained-pixel-um", min=0.01, help="Crop networks: the sampling to train at (µm/px)."
+    ),
+    frame_pixel_um: float | None = typer.Option(
+        None, "--pixel-size-um", min=0.001,
+        help="Crop networks: pixel size of frames whose folder's manifest does not say (µm).",
+    ),
+    width: int = typer.Option(16, "--width", min=4, help="focusnet: channels of the first layer."),
+    learning_rate: float | None = typer.Option(
+        None, "--lr", min=0.0, help="Crop networks: peak Adam rate (default 2e-3, fine-tune 4e-4)."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Crop networks: continue from OUT/.checkpoint (an interrupted run)."
+    ),
     log_level: str = typer.Option("warning", "--log-level", help="Log level on stderr."),
 ) -> None:
-    """Train the SDCNN focus classifier (or fine-tune one with --base)."""
+    """Train the focus classifier (or fine-tune one with --base)."""
+    with _data_errors():
+        arch = architecture or _base_architecture(base) or "sdcnn"
+    if arch != "sdcnn":
+        from refocusd.models.focus_training import CropTrainConfig, train_crop_classifier
+
+        crop_cfg = CropTrainConfig(
+            data=tuple(data), out=out, architecture=arch, base=base, epochs=epochs, seed=seed,
+            val_fraction=val_fraction, batch_size=batch_size or 64,
+            steps_per_epoch=steps_per_epoch, crops_per_frame=crops_per_frame, crops=crops,
+            trained_pixel_um=trained_pixel_um, frame_pixel_um=frame_pixel_um, width=width,
+            learning_rate=learning_rate, augment=augment, resume=resume, name=name or arch,
+            version=version, command=_command_line(),
+        )
+        _train(train_crop_classifier, crop_cfg, log_level)
+        return
     from refocusd.models.training import ClassifierTrainConfig, train_classifier as run
 
+    batch_size = batch_size or 4
+    name = name or "sdcnn"
     cfg = ClassifierTrainConfig(
         data=tuple(data), out=out, base=base, epochs=epochs, seed=seed, val_fraction=val_fraction,
         batch_size=batch_size, steps_per_epoch=steps_per_epoch, augment=augment, name=name,

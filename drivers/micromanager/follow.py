@@ -24,6 +24,7 @@ import structlog
 from ndstorage.ndtiff_file import SingleNDTiffReader
 
 from refocusd.config.settings import MicroManagerSettings
+from refocusd.drivers import pixel_size
 from refocusd.drivers.base import Capabilities, Coordinates, DriverError, DriverHealth, Frame, SourceRef
 from refocusd.drivers.clock import Clock
 from refocusd.drivers.micromanager.ndtiff_tail import IndexRecord, IndexTail
@@ -115,6 +116,7 @@ class NDTiffFollower:
             retry=int(axes.get("retry", 0)),
             experiment=self._experiment,
             metadata=metadata,
+            pixel_size_um=pixel_size.from_micromanager(image_md),
         )
 
     def _reader(self, filename: str) -> SingleNDTiffReader:

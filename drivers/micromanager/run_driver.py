@@ -29,6 +29,7 @@ import numpy as np
 import structlog
 
 from refocusd.config.settings import MicroManagerSettings, TimelapseSettings
+from refocusd.drivers import pixel_size
 from refocusd.drivers.base import Capabilities, DriverError, DriverHealth, Frame, SourceRef, ZPlanes
 from refocusd.drivers.clock import Clock
 from refocusd.drivers.micromanager.inbox import ArrivedImage, Inbox
@@ -335,6 +336,7 @@ class MicroManagerRunDriver:
             retry=retry,
             experiment=self._experiment,
             metadata=metadata,
+            pixel_size_um=pixel_size.from_micromanager(image.metadata),
         )
 
     def _missing(self, step: PlanStep) -> Frame:

@@ -47,4 +47,5 @@ def build_frame(
         z_um=None if page.stage_um is None else page.stage_um[2],
         experiment=experiment,
         metadata=metadata,
+        pixel_size_um=page.pixel_size_um,
     )

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import tifffile
 
+from refocusd.drivers import pixel_size
 from refocusd.drivers.base import FrameUnreadable
 
 #: NIS-Elements private TIFF tags (XML/text metadata), read when present.
@@ -49,6 +50,7 @@ class PagePixels:
     relative_time_s: float | None = None
     loop: dict[str, int] = field(default_factory=dict)
     channel: str = ""
+    pixel_size_um: float | None = None  # as the file's metadata states it
 
 
 def is_nd2(path: Path) -> bool:
@@ -155,6 +157,10 @@ def read_tiff(path: Path, *, max_frame_bytes: int) -> Iterator[PagePixels]:
         raise FileNotReady(f"TIFF header unreadable: {exc}") from None
     with tif:
         layout = check_tiff(tif, size, max_frame_bytes=max_frame_bytes)
+        try:
+            stated_pixel_um = pixel_size.from_tiff(tif)
+        except Exception:  # noqa: BLE001 - odd metadata means "unknown", not "unreadable"
+            stated_pixel_um = None
         for index in range(layout.pages):
             page = tif.pages[index]
             try:
@@ -164,7 +170,8 @@ def read_tiff(path: Path, *, max_frame_bytes: int) -> Iterator[PagePixels]:
             if pixels.ndim == 3 and isinstance(page, tifffile.TiffPage) and _planar(page):
                 pixels = np.moveaxis(pixels, 0, -1)
             tags = nis_tags(page if isinstance(page, tifffile.TiffPage) else tif.pages.first)
-            yield PagePixels(index=index, pixels=pixels, metadata={"pages": layout.pages, "nis_tags": tags})
+            yield PagePixels(index=index, pixels=pixels, metadata={"pages": layout.pages, "nis_tags": tags},
+                             pixel_size_um=stated_pixel_um)
 
 
 # --- ND2 -------------------------------------------------------------------------------
@@ -211,6 +218,7 @@ def _nd2_frames(path: Path, *, max_frame_bytes: int) -> Iterator[PagePixels]:
         loops = f.loop_indices if len(f.loop_indices) == count else ()
         channels = int(f.sizes.get("C", 1))
         names = [c.channel.name for c in (f.metadata.channels or [])] if f.metadata else []
+        pixel_size_um = pixel_size.from_nd2(f)
         for index in range(count):
             stack = f.read_frame(index)
             meta = f.frame_metadata(index)
@@ -225,6 +233,7 @@ def _nd2_frames(path: Path, *, max_frame_bytes: int) -> Iterator[PagePixels]:
                     relative_time_s=None if fc is None else fc.time.relativeTimeMs / 1000.0,
                     loop=dict(loops[index]) if loops else {},
                     channel=names[c] if c < len(names) else (str(c) if channels > 1 else ""),
+                    pixel_size_um=pixel_size_um,
                 )
 
 

@@ -98,8 +98,30 @@ def illumination_field(
     spec *= np.exp(-((fy**2 + fx**2) / 2.0 / 1.5**2)).astype(np.float32)  # a few cycles per field
     mottle = sfft.irfft2(spec, s=(ny, nx), workers=fft_workers())
     mottle *= rng.uniform(0.0, 0.03) / max(float(mottle.std()), 1e-12)
-    field = 1.0 + strength * (vignette - 1.0 + tilt + mottle)
+    field = np.maximum(1.0 + strength * (vignette - 1.0 + tilt + mottle), 0.05)
     return (field / field.mean()).astype(np.float32)
+
+
+def dust_field(shape: tuple[int, int], rng: np.random.Generator, *, mean_count: float = 2.0) -> np.ndarray:
+    """Out-of-focus dust on the camera window or a conjugate plane: soft dark discs with a
+    lighter centre (the shadow of the illumination aperture), fixed across z (float32, ≤ 1)."""
+    ny, nx = shape
+    field = np.ones(shape, dtype=np.float32)
+    for _ in range(int(rng.poisson(mean_count))):
+        radius = float(rng.uniform(4.0, 40.0))
+        depth = float(rng.uniform(0.03, 0.2))
+        cy, cx = rng.uniform(0, ny), rng.uniform(0, nx)
+        y0, y1 = max(0, int(cy - radius - 3)), min(ny, int(cy + radius + 4))
+        x0, x1 = max(0, int(cx - radius - 3)), min(nx, int(cx + radius + 4))
+        if y0 >= y1 or x0 >= x1:
+            continue
+        yy = np.arange(y0, y1, dtype=np.float32)[:, None] - np.float32(cy)
+        xx = np.arange(x0, x1, dtype=np.float32)[None, :] - np.float32(cx)
+        rho = np.sqrt(yy**2 + xx**2) / radius
+        disc = np.clip((1.0 - rho) / 0.25, 0.0, 1.0)
+        centre = np.clip((0.45 - rho) / 0.25, 0.0, 1.0)
+        field[y0:y1, x0:x1] *= 1.0 - depth * (disc - 0.5 * centre)
+    return field
 
 
 def acquire_frame(
@@ -127,7 +149,9 @@ def acquire_frame(
     return camera.expose(intensity * illumination, rng, exposure_scale=exposure_scale)
 
 
-def specimen_grid(optics: Optics, frame_shape: tuple[int, int], *, max_side: int = 512) -> tuple[tuple[int, int], float]:
+def specimen_grid(
+    optics: Optics, frame_shape: tuple[int, int], *, max_side: int = 512
+) -> tuple[tuple[int, int], float]:
     """Specimen grid (shape, pixel size µm) for frames covering ``optics.field_of_view_um``.
 
     The longer frame side spans the field of view; the grid is at most ``max_side`` on its

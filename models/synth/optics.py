@@ -11,8 +11,17 @@ Physics (scalar, thin object, Köhler illumination):
   ``|f| ≤ NA/λ``; in phase contrast the pupil also holds the phase ring (the conjugate of
   the condenser annulus) that advances and attenuates the direct light.
 * Partially coherent illumination: the condenser aperture (annulus for phase contrast, a
-  disc for bright field) is sampled by discrete mutually incoherent directions and their
+  disc for bright field and DIC, a decentred disc for oblique illumination) is sampled by
+  discrete mutually incoherent directions and their
   intensities are summed. A single coherent plane wave would ring; real microscopes do not.
+* Negative phase contrast retards the direct light (``phase_ring_shift_rad < 0``); apodised
+  rings (Nikon ADL-like) add weakly absorbing bands beside the phase ring, which damps halos.
+* DIC (ideal Nomarski model): two copies of the field sheared by ``dic_shear_um`` with a
+  bias phase interfere; for every illumination direction that is the linear pupil filter
+  ``sin(π f·s + β/2)``, so it goes in the pupil like the phase ring.
+* Fluorescence is incoherent: the emitter density is blurred by the intensity PSF
+  ``|h_z|²`` (its OTF is computed from the same defocused pupil at the emission wavelength).
+  Without aberrations ``|h_z|² = |h_−z|²``: the blur is symmetric in z.
 
 Each partial field is computed on the smallest grid that holds the intensity band
 (``2·NA/λ``) without aliasing, so the cost depends on the optics and the field size, not on
@@ -22,6 +31,7 @@ requested output shape (the camera usually oversamples the optical resolution).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -33,14 +43,26 @@ import scipy.fft as sfft
 if TYPE_CHECKING:
     from refocusd.models.synth.specimen import Specimen
 
-Modality = Literal["phase_contrast", "brightfield"]
+Modality = Literal["phase_contrast", "brightfield", "oblique", "dic", "fluorescence"]
+MODALITIES: tuple[Modality, ...] = ("phase_contrast", "brightfield", "oblique", "dic", "fluorescence")
 
 _GOLDEN_ANGLE = math.pi * (3.0 - math.sqrt(5.0))
 _BATCH_ELEMENTS = 8_000_000  # complex64 elements per FFT batch (64 MB): bounds memory
 
 
+_FFT_THREADS: int | None = None
+
+
+def set_fft_workers(threads: int | None) -> None:
+    """Fix the scipy.fft thread count (None: automatic); parallel generators use 1 per process."""
+    global _FFT_THREADS
+    _FFT_THREADS = threads
+
+
 def fft_workers() -> int:
     """Threads for scipy.fft: all cores, at most 4 (more gains little at these sizes)."""
+    if _FFT_THREADS is not None:
+        return _FFT_THREADS
     return max(1, min(4, os.cpu_count() or 1))
 
 
@@ -67,6 +89,14 @@ class Optics:
     phase_ring_margin_na: float = 0.01
     brightfield_condenser_na: float = 0.18
     n_illumination_directions: int = 48
+    phase_ring_apodization_transmission: float = 1.0  # intensity T of the side bands (1: none)
+    phase_ring_apodization_width_na: float = 0.0
+    oblique_offset_na: float = 0.0  # oblique: centre of the condenser disc, off axis
+    oblique_angle_rad: float = 0.0
+    dic_shear_um: float = 0.0
+    dic_bias_rad: float = 0.0
+    dic_angle_rad: float = 0.0
+    emission_wavelength_um: float | None = None  # fluorescence (default: wavelength_um)
 
     def __post_init__(self) -> None:
         inner, outer = self.condenser_annulus_na
@@ -77,14 +107,24 @@ class Optics:
             problems.append(f"na={self.na} (dry objective: 0 < NA < 1)")
         if self.magnification <= 0 or self.field_of_view_um <= 0:
             problems.append("magnification and field_of_view_um must be positive")
-        if self.modality not in ("phase_contrast", "brightfield"):
-            problems.append(f"modality={self.modality!r} (phase_contrast|brightfield)")
-        if not 0.0 <= inner <= outer < self.na:
+        if self.modality not in MODALITIES:
+            problems.append(f"modality={self.modality!r} (want one of {'|'.join(MODALITIES)})")
+        if self.modality == "phase_contrast" and not 0.0 <= inner <= outer < self.na:
             problems.append(f"condenser_annulus_na={self.condenser_annulus_na} (want 0 ≤ inner ≤ outer < NA)")
-        if not 0.0 <= self.brightfield_condenser_na <= self.na:
+        if self.modality in ("brightfield", "dic") and not 0.0 <= self.brightfield_condenser_na <= self.na:
             problems.append(f"brightfield_condenser_na={self.brightfield_condenser_na} (want 0 ≤ NAc ≤ NA)")
+        if self.modality == "oblique" and not (
+            self.oblique_offset_na >= 0.0 and self.oblique_offset_na - self.brightfield_condenser_na < self.na
+        ):
+            problems.append("oblique illumination must reach the pupil (offset − NAc < NA)")
         if not 0.0 < self.phase_ring_transmission <= 1.0:
             problems.append(f"phase_ring_transmission={self.phase_ring_transmission} (want 0 < T ≤ 1)")
+        if not 0.0 < self.phase_ring_apodization_transmission <= 1.0 or self.phase_ring_apodization_width_na < 0:
+            problems.append("phase ring apodisation: want 0 < T ≤ 1 and width ≥ 0")
+        if self.dic_shear_um < 0:
+            problems.append(f"dic_shear_um={self.dic_shear_um} (want ≥ 0)")
+        if self.emission_wavelength_um is not None and not 0.0 < self.emission_wavelength_um < 5.0:
+            problems.append(f"emission_wavelength_um={self.emission_wavelength_um} (want 0 < λ < 5 µm)")
         if self.n_illumination_directions < 1:
             problems.append(f"n_illumination_directions={self.n_illumination_directions} (want ≥ 1)")
         if problems:
@@ -94,6 +134,14 @@ class Optics:
     def depth_of_field_um(self) -> float:
         """Wave-optical depth of field λ/NA² (the classical first term)."""
         return self.wavelength_um / self.na**2
+
+    def depth_of_field_total_um(self, pixel_size_um: float, refractive_index: float = 1.0) -> float:
+        """Total depth of field (Inoué/Spring): ``λn/NA² + n·e/NA`` with ``e`` the pixel
+        size at the specimen (the detector term); a frame is "focused" within ± half of it."""
+        lam = self.wavelength_um
+        if self.modality == "fluorescence" and self.emission_wavelength_um is not None:
+            lam = self.emission_wavelength_um
+        return refractive_index * (lam / self.na**2 + pixel_size_um / self.na)
 
     @property
     def resolution_um(self) -> float:
@@ -122,7 +170,49 @@ def illumination_directions(optics: Optics) -> np.ndarray:
     i = np.arange(k, dtype=np.float64)
     r = np.sqrt(inner**2 + (i + 0.5) / k * (outer**2 - inner**2))
     theta = i * _GOLDEN_ANGLE
-    return np.stack([r * np.sin(theta), r * np.cos(theta)], axis=1)
+    dirs = np.stack([r * np.sin(theta), r * np.cos(theta)], axis=1)
+    if optics.modality == "oblique":
+        a = optics.oblique_angle_rad
+        dirs += optics.oblique_offset_na * np.array([math.sin(a), math.cos(a)])
+    return dirs
+
+
+def condenser_area_na(optics: Optics) -> float:
+    """Area of the condenser aperture in NA² units."""
+    if optics.modality == "phase_contrast":
+        inner, outer = optics.condenser_annulus_na
+        return math.pi * (outer**2 - inner**2)
+    return math.pi * optics.brightfield_condenser_na**2
+
+
+def pupil_function(optics: Optics, ky: np.ndarray, kx: np.ndarray, z_um: float, *, wavelength_um: float | None = None,
+                   min_margin: float = 0.0) -> np.ndarray:
+    """Objective pupil at frequencies (ky, kx) (1/µm), defocused by ``z_um`` (complex64).
+
+    Holds the phase ring (phase contrast, with its apodising side bands) or the DIC shear
+    filter; ``min_margin`` (1/µm) widens the ring to at least the frequency spacing.
+    """
+    lam = wavelength_um or optics.wavelength_um
+    fr = np.sqrt(ky**2 + kx**2)
+    pupil = propagation_kernel(ky, kx, z_um, lam) * (fr <= optics.na / lam)
+    if optics.modality == "phase_contrast":
+        inner, outer = optics.condenser_annulus_na
+        margin = max(optics.phase_ring_margin_na / lam, min_margin)
+        lo, hi = inner / lam - margin, outer / lam + margin
+        ring = (fr >= lo) & (fr <= hi)
+        ring_factor = np.complex64(
+            math.sqrt(optics.phase_ring_transmission) * np.exp(-1j * optics.phase_ring_shift_rad)
+        )
+        pupil = np.where(ring, pupil * ring_factor, pupil)
+        width = optics.phase_ring_apodization_width_na / lam
+        if width > 0 and optics.phase_ring_apodization_transmission < 1.0:
+            bands = ((fr >= lo - width) & (fr < lo)) | ((fr > hi) & (fr <= hi + width))
+            pupil = np.where(bands, pupil * np.float32(math.sqrt(optics.phase_ring_apodization_transmission)), pupil)
+    elif optics.modality == "dic":
+        a = optics.dic_angle_rad
+        along = ky * math.sin(a) + kx * math.cos(a)
+        pupil = pupil * np.sin(math.pi * along * optics.dic_shear_um + optics.dic_bias_rad / 2.0)
+    return pupil.astype(np.complex64)
 
 
 def propagation_kernel(
@@ -179,6 +269,8 @@ def render(
     oy, ox = out_shape if out_shape is not None else (ny, nx)
     if oy < 2 or ox < 2:
         raise ValueError(f"out_shape={out_shape} too small")
+    if optics.modality == "fluorescence":
+        return render_fluorescence(specimen, z_um, optics, out_shape=(oy, ox))
     dx = specimen.pixel_size_um
     ly, lx = ny * dx, nx * dx
     lam = optics.wavelength_um
@@ -187,16 +279,7 @@ def render(
     ry, rx = int(optics.na / lam * ly), int(optics.na / lam * lx)
     ky = np.arange(-ry, ry + 1)[:, None] / ly
     kx = np.arange(-rx, rx + 1)[None, :] / lx
-    fr = np.sqrt(ky**2 + kx**2)
-    pupil = propagation_kernel(ky, kx, z_um, lam) * (fr <= optics.na / lam)
-    if optics.modality == "phase_contrast":
-        inner, outer = optics.condenser_annulus_na
-        margin = max(optics.phase_ring_margin_na / lam, 1.0 / min(ly, lx))
-        ring = (fr >= inner / lam - margin) & (fr <= outer / lam + margin)
-        ring_factor = np.complex64(
-            math.sqrt(optics.phase_ring_transmission) * np.exp(-1j * optics.phase_ring_shift_rad)
-        )
-        pupil = np.where(ring, pupil * ring_factor, pupil).astype(np.complex64)
+    pupil = pupil_function(optics, ky, kx, z_um, min_margin=1.0 / min(ly, lx))
 
     # Illumination directions → integer frequency shifts (periodic field), duplicates merged.
     na_dirs = illumination_directions(optics)
@@ -250,13 +333,45 @@ def render(
     # (A single direction is a deliberately coherent source: left as it is.)
     sigma_um = 0.0
     if len(shifts) > 1:
-        if optics.modality == "phase_contrast":
-            area_na = math.pi * (outer**2 - inner**2)
-        else:
-            area_na = math.pi * optics.brightfield_condenser_na**2
+        area_na = condenser_area_na(optics)
         cell_na = max(math.sqrt(area_na / optics.n_illumination_directions), lam / min(ly, lx))
         sigma_um = 0.29 * abs(z_um) * cell_na  # std of a uniform cell of side cell_na
     return fourier_resample(acc, (oy, ox), sigma_px=(sigma_um * my / ly, sigma_um * mx / lx))
+
+
+def render_fluorescence(
+    specimen: Specimen, z_um: float, optics: Optics, *, out_shape: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Incoherent image of the specimen's emitter density (``specimen.emission``) at defocus
+    ``z_um``: emission ⊛ |h_z|², computed as spectrum × OTF (mean preserved, float32)."""
+    if specimen.emission is None:
+        raise ValueError("fluorescence needs a specimen with an emission map")
+    ny, nx = specimen.shape
+    out_shape = out_shape or (ny, nx)
+    dx = specimen.pixel_size_um
+    ly, lx = ny * dx, nx * dx
+    lam = optics.emission_wavelength_um or optics.wavelength_um
+    ry, rx = int(optics.na / lam * ly), int(optics.na / lam * lx)
+    # Coherent PSF on a grid that holds the OTF (|k| ≤ 2r) without wrap-around.
+    my, mx = sfft.next_fast_len(4 * ry + 2), sfft.next_fast_len(4 * rx + 2)
+    ky = sfft.fftfreq(my, d=1.0 / my)[:, None] / ly
+    kx = sfft.fftfreq(mx, d=1.0 / mx)[None, :] / lx
+    pupil = pupil_function(dataclasses.replace(optics, modality="brightfield", brightfield_condenser_na=0.0),
+                           ky, kx, z_um, wavelength_um=lam)
+    psf = np.abs(sfft.ifft2(pupil, workers=fft_workers())) ** 2
+    otf = sfft.fft2(psf.astype(np.float32), workers=fft_workers())
+    otf /= otf[0, 0]
+    otf = sfft.fftshift(otf)
+    cy, cx = my // 2, mx // 2
+    # The emitter spectrum on the same window (zero beyond the specimen's own band).
+    spec = specimen.emission_spectrum
+    win = np.zeros((my, mx), dtype=np.complex64)
+    hy, hx = min(2 * ry, ny // 2 - 1), min(2 * rx, nx // 2 - 1)
+    sy, sx = ny // 2, nx // 2
+    win[cy - hy : cy + hy + 1, cx - hx : cx + hx + 1] = spec[sy - hy : sy + hy + 1, sx - hx : sx + hx + 1]
+    win *= otf.astype(np.complex64)
+    image = sfft.ifft2(sfft.ifftshift(win), norm="forward", workers=fft_workers()).real
+    return fourier_resample(image, out_shape)
 
 
 def fourier_resample(

@@ -26,7 +26,9 @@ from refocusd.models.synth.optics import centered_spectrum, fft_workers
 
 Substrate = Literal["tcps", "hydrogel", "pdms"]
 CellType = Literal["fibroblast", "smooth_muscle", "endothelial"]
+Layout = Literal["spread", "round", "clusters", "monolayer", "sparse", "empty", "debris"]
 SUBSTRATES: tuple[Substrate, ...] = ("tcps", "hydrogel", "pdms")
+LAYOUTS: tuple[Layout, ...] = ("spread", "round", "clusters", "monolayer", "sparse", "empty", "debris")
 CELL_TYPES: tuple[CellType, ...] = ("fibroblast", "smooth_muscle", "endothelial")
 
 # Refractive-index contrasts against the medium (cell culture medium n ≈ 1.335).
@@ -52,6 +54,8 @@ class Specimen:
     cell_type: str = "fibroblast"
     density: float = 0.0
     n_cells: int = 0
+    emission: np.ndarray | None = None  # fluorophore density (≥ 0, float32), same grid
+    layout: str = "spread"
 
     def __post_init__(self) -> None:
         t = np.asarray(self.transmission)
@@ -62,6 +66,12 @@ class Specimen:
         t = t.astype(np.complex64, copy=True)
         t.flags.writeable = False  # frozen in fact, so the cached spectrum stays valid
         object.__setattr__(self, "transmission", t)
+        if self.emission is not None:
+            e = np.asarray(self.emission, dtype=np.float32).copy()
+            if e.shape != t.shape or float(e.min(initial=0.0)) < 0.0:
+                raise ValueError("emission must be a non-negative map of the transmission's shape")
+            e.flags.writeable = False
+            object.__setattr__(self, "emission", e)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -77,6 +87,31 @@ class Specimen:
         spec = centered_spectrum(self.transmission)
         spec.flags.writeable = False
         return spec
+
+    @cached_property
+    def emission_spectrum(self) -> np.ndarray:
+        """Centred, forward-normalised spectrum of the emission map (fluorescence)."""
+        if self.emission is None:
+            raise ValueError("this specimen has no emission map")
+        spec = centered_spectrum(self.emission.astype(np.complex64))
+        spec.flags.writeable = False
+        return spec
+
+
+@dataclass
+class _Maps:
+    """What a specimen is built into: OPD (µm), optical density, fluorophore maps, spots."""
+
+    opd: np.ndarray
+    od: np.ndarray
+    fl_cyto: np.ndarray  # cytoplasm thickness (µm): a cytoplasmic stain
+    fl_nuc: np.ndarray  # nuclear mask (0–1): a nuclear stain
+    fl_debris: np.ndarray  # autofluorescent debris
+    spots: list[np.ndarray]
+
+    @classmethod
+    def empty(cls, shape: tuple[int, int]) -> _Maps:
+        return cls(*(np.zeros(shape, dtype=np.float32) for _ in range(5)), spots=[])
 
 
 @dataclass(frozen=True)
@@ -133,7 +168,8 @@ def _splat_spots(grid: _Grid, opd: np.ndarray, od: np.ndarray, spots: np.ndarray
             if not np.any(sel[:, col]):
                 continue
             acc = np.zeros(ny * nx, dtype=np.float64)
-            for dy, dx_, w in ((0, 0, (1 - wy) * (1 - wx)), (1, 0, wy * (1 - wx)), (0, 1, (1 - wy) * wx), (1, 1, wy * wx)):
+            corners = ((0, 0, (1 - wy) * (1 - wx)), (1, 0, wy * (1 - wx)), (0, 1, (1 - wy) * wx), (1, 1, wy * wx))
+            for dy, dx_, w in corners:
                 idx = ((y0 + dy) % ny) * nx + (x0 + dx_) % nx
                 acc += np.bincount(idx, weights=w * sel[:, col] * gain, minlength=ny * nx)
             target += _gaussian_blur_periodic(acc.reshape(ny, nx).astype(np.float32), sigma_px)
@@ -147,10 +183,11 @@ def _blob(yy: np.ndarray, xx: np.ndarray, y: float, x: float, sigma: float) -> n
     return np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2.0 * sigma**2))
 
 
-def _cell(grid: _Grid, opd: np.ndarray, od: np.ndarray, spots: list[np.ndarray], rng: np.random.Generator,
-          cy: float, cx: float, cell_type: CellType, absorb: float) -> None:
-    """Add one cell to the OPD / optical-density maps (its small spots to ``spots`` as rows
-    of y, x, peak OPD, peak optical density, σ)."""
+def _cell(grid: _Grid, maps: _Maps, rng: np.random.Generator,
+          cy: float, cx: float, cell_type: CellType, absorb: float, fl_gain: float = 1.0) -> None:
+    """Add one adherent cell to the maps (its small spots to ``maps.spots`` as rows of
+    y, x, peak OPD, peak optical density, σ)."""
+    spots = maps.spots
     rounded = rng.random() < 0.07
     if rounded:  # rounded / mitotic cell: small, thick, bright halo in phase contrast
         length, aspect = rng.uniform(10.0, 16.0), rng.uniform(1.0, 1.25)
@@ -237,11 +274,39 @@ def _cell(grid: _Grid, opd: np.ndarray, od: np.ndarray, spots: list[np.ndarray],
         spots.append(np.stack([cy + xy[1], cx + xy[0], amp, 3.0 * absorb * amp,
                                np.full(amp.size, _GRANULE_SIGMA_UM)], axis=1))
 
-    _add(opd, rows, cols, cell_opd.astype(np.float32))
-    _add(od, rows, cols, (absorb * cell_opd).astype(np.float32))
+    _add(maps.opd, rows, cols, cell_opd.astype(np.float32))
+    _add(maps.od, rows, cols, (absorb * cell_opd).astype(np.float32))
+    _add(maps.fl_cyto, rows, cols, (fl_gain * thickness).astype(np.float32))
+    _add(maps.fl_nuc, rows, cols, (fl_gain * nuc_mask).astype(np.float32))
 
 
-def _bubbles(grid: _Grid, opd: np.ndarray, od: np.ndarray, rng: np.random.Generator, per_mm2: float,
+def _round_cell(grid: _Grid, maps: _Maps, rng: np.random.Generator, cy: float, cx: float, radius: float,
+                absorb: float, fl_gain: float = 1.0) -> None:
+    """A suspension (non-adherent) cell: a refractive sphere with a denser nucleus inside."""
+    rows, cols, yy, xx = grid.patch(cy, cx, radius + 2.0)
+    rho2 = yy**2 + xx**2
+    edge = _smoothstep((radius - np.sqrt(rho2)) / 0.8 + 0.5)
+    chord = 2.0 * np.sqrt(np.clip(radius**2 - rho2, 0.0, None)) * edge  # path length through it
+    nuc_r = radius * rng.uniform(0.5, 0.75)
+    off = rng.normal(0.0, 0.15 * (radius - nuc_r), 2)
+    nrho2 = (yy - off[0]) ** 2 + (xx - off[1]) ** 2
+    nuc_chord = 2.0 * np.sqrt(np.clip(nuc_r**2 - nrho2, 0.0, None))
+    dn = rng.uniform(0.012, 0.028)
+    cell_opd = dn * chord + rng.uniform(0.004, 0.01) * nuc_chord
+    _add(maps.opd, rows, cols, cell_opd.astype(np.float32))
+    _add(maps.od, rows, cols, (absorb * cell_opd).astype(np.float32))
+    _add(maps.fl_cyto, rows, cols, (fl_gain * 0.25 * chord).astype(np.float32))
+    _add(maps.fl_nuc, rows, cols, (fl_gain * (nuc_chord > 0)).astype(np.float32))
+    n_gran = int(rng.integers(0, 12))
+    if n_gran:
+        r = radius * 0.8 * np.sqrt(rng.uniform(0, 1, n_gran))
+        phi = rng.uniform(0, 2 * math.pi, n_gran)
+        amp = rng.uniform(0.01, 0.04, n_gran)
+        maps.spots.append(np.stack([cy + r * np.sin(phi), cx + r * np.cos(phi), amp, 3.0 * absorb * amp,
+                                    np.full(n_gran, _GRANULE_SIGMA_UM)], axis=1))
+
+
+def _bubbles(grid: _Grid, maps: _Maps, rng: np.random.Generator, per_mm2: float,
              r_range: tuple[float, float]) -> int:
     """Micro air bubbles: negative phase lenses with a dark (refracting) rim."""
     ly, lx = grid.shape[0] * grid.dx, grid.shape[1] * grid.dx
@@ -259,21 +324,24 @@ def _bubbles(grid: _Grid, opd: np.ndarray, od: np.ndarray, rng: np.random.Genera
         lens = np.sqrt(np.clip(1.0 - s**2, 0.0, 1.0)) * _smoothstep((r - rho) / soft + 0.5)
         depth = rng.uniform(0.02, 0.12) * min(r, 10.0) / 10.0 + 0.03
         rim = np.exp(-(((rho - r) / (0.6 * soft + 0.4)) ** 2))
-        _add(opd, rows, cols, (-depth * lens).astype(np.float32))
-        _add(od, rows, cols, (rng.uniform(0.15, 0.6) * rim).astype(np.float32))
+        _add(maps.opd, rows, cols, (-depth * lens).astype(np.float32))
+        _add(maps.od, rows, cols, (rng.uniform(0.15, 0.6) * rim).astype(np.float32))
     return n
 
 
-def _debris(grid: _Grid, opd: np.ndarray, od: np.ndarray, rng: np.random.Generator, per_mm2: float) -> None:
+def _debris(grid: _Grid, maps: _Maps, rng: np.random.Generator, per_mm2: float,
+            size_range: tuple[float, float] = (0.6, 2.5)) -> None:
     ly, lx = grid.shape[0] * grid.dx, grid.shape[1] * grid.dx
     n = int(rng.poisson(per_mm2 * ly * lx / 1e6))
     for _ in range(n):
-        size = rng.uniform(0.6, 2.5)
+        size = rng.uniform(*size_range)
         cy, cx = rng.uniform(0, ly), rng.uniform(0, lx)
         rows, cols, yy, xx = grid.patch(cy, cx, 3 * size)
         b = _blob(yy, xx, 0.0, 0.0, size)
-        _add(opd, rows, cols, (rng.uniform(0.02, 0.08) * b).astype(np.float32))
-        _add(od, rows, cols, (rng.uniform(0.05, 0.4) * b).astype(np.float32))
+        _add(maps.opd, rows, cols, (rng.uniform(0.02, 0.08) * b).astype(np.float32))
+        od_peak = rng.uniform(0.05, 0.4)
+        _add(maps.od, rows, cols, (od_peak * b).astype(np.float32))
+        _add(maps.fl_debris, rows, cols, (od_peak * b).astype(np.float32))
 
 
 def _scratches(grid: _Grid, opd: np.ndarray, rng: np.random.Generator) -> None:
@@ -288,6 +356,44 @@ def _scratches(grid: _Grid, opd: np.ndarray, rng: np.random.Generator) -> None:
         opd += (rng.uniform(0.001, 0.005) * np.exp(-(dist**2) / (2 * width**2))).astype(np.float32)
 
 
+def _substrate(grid: _Grid, maps: _Maps, rng: np.random.Generator, substrate: Substrate) -> None:
+    ny, nx = grid.shape
+    if substrate == "tcps":
+        maps.opd += 0.0025 * rng.uniform(0.3, 1.0) * _smooth_noise((ny, nx), rng, rng.uniform(1.5, 4.0) / grid.dx)
+        _scratches(grid, maps.opd, rng)
+        _debris(grid, maps, rng, per_mm2=rng.uniform(5, 40))
+    elif substrate == "hydrogel":
+        maps.opd += 0.006 * rng.uniform(0.3, 1.0) * _smooth_noise((ny, nx), rng, rng.uniform(3.0, 10.0) / grid.dx)
+        _bubbles(grid, maps, rng, per_mm2=rng.uniform(40, 300), r_range=(2.0, 25.0))
+        _debris(grid, maps, rng, per_mm2=rng.uniform(5, 30))
+    else:  # pdms: spin-coated waviness, fewer (degassed) bubbles, dust
+        maps.opd += 0.012 * rng.uniform(0.3, 1.0) * _smooth_noise((ny, nx), rng, rng.uniform(10.0, 30.0) / grid.dx)
+        _bubbles(grid, maps, rng, per_mm2=rng.uniform(15, 120), r_range=(1.5, 15.0))
+        _debris(grid, maps, rng, per_mm2=rng.uniform(10, 60))
+
+
+def _scatter(rng: np.random.Generator, n: int, ly: float, lx: float, p_near: float, spread_um: float) -> np.ndarray:
+    """Cell centres: uniform, or (with ``p_near``) next to an earlier cell (colonies)."""
+    centres = np.empty((n, 2))
+    for i in range(n):
+        if i and rng.random() < p_near:
+            j = int(rng.integers(0, i))
+            centres[i] = centres[j] + rng.normal(0.0, spread_um, 2)
+        else:
+            centres[i] = rng.uniform(0, ly), rng.uniform(0, lx)
+    return centres
+
+
+def _emission(maps: _Maps, rng: np.random.Generator) -> np.ndarray:
+    """Fluorophore density of one staining: a random mix of a nuclear and a cytoplasmic dye
+    (cells brighter than the autofluorescent debris), peak ≈ 1."""
+    w_nuc, w_cyto = rng.uniform(0.0, 1.0, 2)
+    if max(w_nuc, w_cyto) < 0.3:
+        w_nuc = 1.0
+    em = w_nuc * maps.fl_nuc + 0.5 * w_cyto * maps.fl_cyto + 0.3 * maps.fl_debris
+    return np.clip(em, 0.0, None).astype(np.float32)
+
+
 def random_specimen(
     shape: tuple[int, int],
     rng: np.random.Generator,
@@ -297,13 +403,19 @@ def random_specimen(
     substrate: Substrate | None = None,
     cell_type: CellType | None = None,
     wavelength_um: float = 0.55,
+    layout: Layout = "spread",
 ) -> Specimen:
     """A random cell culture on a substrate.
 
-    ``density`` is the confluence: the expected fraction of the area covered by cells
-    (0–1; random in 0.05–0.7 when None). ``substrate`` and ``cell_type`` are drawn
-    uniformly when None (cell types 2:1:1 endothelial:smooth muscle:fibroblast, as the
-    paper's data set).
+    ``layout`` is how the field is populated (:data:`LAYOUTS`): spread adherent cells (the
+    paper's cultures), round suspension cells, clusters (colonies), a confluent monolayer, a
+    sparse field (1–5 % confluence), a nearly empty field (substrate and debris only), or
+    cells among heavy debris. ``density`` is the confluence of ``spread``: the expected
+    fraction of the area covered by cells (0–1; random in 0.05–0.7 when None); the other
+    layouts draw their own. ``substrate`` and ``cell_type`` are drawn uniformly when None
+    (cell types 2:1:1 endothelial:smooth muscle:fibroblast, as the paper's data set).
+    The specimen also carries an emission map (a random nuclear/cytoplasmic stain) for
+    fluorescence.
     """
     ny, nx = int(shape[0]), int(shape[1])
     if ny < 16 or nx < 16:
@@ -316,50 +428,88 @@ def random_specimen(
         raise ValueError(f"substrate={substrate!r} (want one of {SUBSTRATES})")
     if cell_type is not None and cell_type not in CELL_TYPES:
         raise ValueError(f"cell_type={cell_type!r} (want one of {CELL_TYPES})")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout={layout!r} (want one of {LAYOUTS})")
     substrate = substrate or SUBSTRATES[int(rng.integers(0, 3))]
     cell_type = cell_type or ("endothelial", "endothelial", "smooth_muscle", "fibroblast")[int(rng.integers(0, 4))]
     density = float(rng.uniform(0.05, 0.7)) if density is None else float(density)
 
     grid = _Grid((ny, nx), float(pixel_size_um))
     ly, lx = ny * grid.dx, nx * grid.dx
-    opd = np.zeros((ny, nx), dtype=np.float32)
-    od = np.zeros((ny, nx), dtype=np.float32)
-
-    # Substrate first (texture under everything).
-    if substrate == "tcps":
-        opd += 0.0025 * rng.uniform(0.3, 1.0) * _smooth_noise((ny, nx), rng, rng.uniform(1.5, 4.0) / grid.dx)
-        _scratches(grid, opd, rng)
-        _debris(grid, opd, od, rng, per_mm2=rng.uniform(5, 40))
-    elif substrate == "hydrogel":
-        opd += 0.006 * rng.uniform(0.3, 1.0) * _smooth_noise((ny, nx), rng, rng.uniform(3.0, 10.0) / grid.dx)
-        _bubbles(grid, opd, od, rng, per_mm2=rng.uniform(40, 300), r_range=(2.0, 25.0))
-        _debris(grid, opd, od, rng, per_mm2=rng.uniform(5, 30))
-    else:  # pdms: spin-coated waviness, fewer (degassed) bubbles, dust
-        opd += 0.012 * rng.uniform(0.3, 1.0) * _smooth_noise((ny, nx), rng, rng.uniform(10.0, 30.0) / grid.dx)
-        _bubbles(grid, opd, od, rng, per_mm2=rng.uniform(15, 120), r_range=(1.5, 15.0))
-        _debris(grid, opd, od, rng, per_mm2=rng.uniform(10, 60))
-
-    # Cells: count from the confluence and the type's mean footprint; some cluster.
-    mean_area = {"fibroblast": 480.0, "smooth_muscle": 330.0, "endothelial": 420.0}[cell_type]
-    n_cells = int(rng.poisson(density * ly * lx / mean_area))
-    if density > 0.0:
-        n_cells = max(n_cells, 1)  # a culture at all shows at least one cell in the field
+    maps = _Maps.empty((ny, nx))
+    _substrate(grid, maps, rng, substrate)  # texture under everything
     absorb = float(rng.uniform(0.1, 0.3))  # amplitude optical density per µm of OPD
-    centres = np.empty((n_cells, 2))
-    for i in range(n_cells):
-        if i and rng.random() < 0.35:  # next to an earlier cell: colonies, overlaps
-            j = int(rng.integers(0, i))
-            centres[i] = centres[j] + rng.normal(0.0, 15.0, 2)
-        else:
-            centres[i] = rng.uniform(0, ly), rng.uniform(0, lx)
-    spots: list[np.ndarray] = []
-    for cy, cx in centres:
-        _cell(grid, opd, od, spots, rng, float(cy % ly), float(cx % lx), cell_type, absorb)
-    if spots:
-        _splat_spots(grid, opd, od, np.concatenate(spots))
+    fl_rng = rng.spawn(1)[0]  # staining brightness: its own stream, the geometry's is unchanged
 
-    phase = (2.0 * math.pi / wavelength_um) * opd
-    transmission = np.exp(-od) * np.exp(1j * phase)
+    mean_area = {"fibroblast": 480.0, "smooth_muscle": 330.0, "endothelial": 420.0}[cell_type]
+    area = ly * lx
+    n_cells = 0
+    if layout in ("spread", "sparse", "debris"):
+        if layout == "sparse":
+            density = float(rng.uniform(0.01, 0.05))
+        elif layout == "debris":
+            density = float(rng.uniform(0.03, 0.3))
+        # Cells: count from the confluence and the type's mean footprint; some cluster.
+        n_cells = int(rng.poisson(density * area / mean_area))
+        if density > 0.0:
+            n_cells = max(n_cells, 1)  # a culture at all shows at least one cell in the field
+        centres = _scatter(rng, n_cells, ly, lx, 0.35 if layout == "spread" else 0.1, 15.0)
+        round_share = 0.5 if layout == "sparse" else 0.0
+        for cy, cx in centres:
+            gain = float(fl_rng.lognormal(0.0, 0.4))
+            cy, cx = float(cy % ly), float(cx % lx)
+            if round_share and rng.random() < round_share:
+                _round_cell(grid, maps, rng, cy, cx, float(rng.uniform(4.0, 10.0)), absorb, gain)
+            else:
+                _cell(grid, maps, rng, cy, cx, cell_type, absorb, gain)
+        if layout == "debris":  # dead-cell fragments, precipitate, fibres of dust
+            _debris(grid, maps, rng, per_mm2=float(rng.uniform(500, 4000)), size_range=(0.4, 4.0))
+            for _ in range(int(rng.poisson(area / 2e4))):
+                _round_cell(grid, maps, rng, float(rng.uniform(0, ly)), float(rng.uniform(0, lx)),
+                            float(rng.uniform(1.5, 4.0)), 3.0 * absorb, float(fl_rng.lognormal(-1.0, 0.5)))
+    elif layout == "round":
+        density = float(rng.uniform(0.05, 0.5))
+        radius = float(rng.uniform(4.0, 9.0))
+        n_cells = max(1, int(rng.poisson(density * area / (math.pi * radius**2))))
+        for cy, cx in _scatter(rng, n_cells, ly, lx, 0.15, 2.5 * radius):
+            _round_cell(grid, maps, rng, float(cy % ly), float(cx % lx), radius * float(rng.uniform(0.75, 1.3)),
+                        absorb, float(fl_rng.lognormal(0.0, 0.4)))
+    elif layout == "clusters":
+        n_clusters = max(1, int(rng.poisson(area / 3e4)))
+        round_cells = rng.random() < 0.5
+        radius = float(rng.uniform(4.0, 8.0))
+        for _ in range(n_clusters):
+            k = int(rng.integers(4, 30))
+            c0 = rng.uniform(0, ly), rng.uniform(0, lx)
+            spread_um = (0.9 * radius if round_cells else 6.0) * math.sqrt(k)
+            for dy, dx in rng.normal(0.0, spread_um * 0.5, (k, 2)):
+                cy, cx = (c0[0] + dy) % ly, (c0[1] + dx) % lx
+                gain = float(fl_rng.lognormal(0.0, 0.4))
+                if round_cells:
+                    _round_cell(grid, maps, rng, cy, cx, radius * float(rng.uniform(0.8, 1.2)), absorb, gain)
+                else:
+                    _cell(grid, maps, rng, cy, cx, cell_type, absorb, gain)
+            n_cells += k
+        density = float(min(1.0, n_cells * mean_area / area))
+    elif layout == "monolayer":  # cobblestone: a jittered hexagonal packing at confluence
+        spacing = float(rng.uniform(18.0, 28.0))
+        rows_n, cols_n = max(1, int(ly / (spacing * 0.866))), max(1, int(lx / spacing))
+        for r in range(rows_n):
+            for c in range(cols_n):
+                cy = (r + 0.5) * ly / rows_n + rng.normal(0.0, 0.15 * spacing)
+                cx = (c + 0.5 * (r % 2) + 0.25) * lx / cols_n + rng.normal(0.0, 0.15 * spacing)
+                _cell(grid, maps, rng, float(cy % ly), float(cx % lx), "endothelial", absorb,
+                      float(fl_rng.lognormal(0.0, 0.3)))
+        n_cells = rows_n * cols_n
+        density = 1.0
+    else:  # empty: substrate, debris and perhaps a few fragments, no cells
+        density = 0.0
+        _debris(grid, maps, rng, per_mm2=float(rng.uniform(0, 200)), size_range=(0.4, 3.0))
+    if maps.spots:
+        _splat_spots(grid, maps.opd, maps.od, np.concatenate(maps.spots))
+
+    phase = (2.0 * math.pi / wavelength_um) * maps.opd
+    transmission = np.exp(-np.maximum(maps.od, 0.0)) * np.exp(1j * phase)  # passive
     return Specimen(
         transmission=transmission.astype(np.complex64),
         pixel_size_um=float(pixel_size_um),
@@ -368,4 +518,6 @@ def random_specimen(
         cell_type=cell_type,
         density=density,
         n_cells=n_cells,
+        emission=_emission(maps, fl_rng),
+        layout=layout,
     )

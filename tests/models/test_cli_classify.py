@@ -90,7 +90,8 @@ def test_classify_json_lines_with_an_unreadable_file(models, images) -> None:
     assert len(rows) == 7
     for name in ("a_mono16.tif", "b_rgb.png", "c_gray.jpg", "stack.tif", "page0.tif"):
         row = by_path[name]
-        assert set(row) == {"path", "p_focused", "label", "model"}
+        assert set(row) == {"path", "p_focused", "label", "model", "defocus_um",
+                            "defocus_sigma_um", "pixel_size_um"}
         assert 0.0 <= row["p_focused"] <= 1.0
         assert row["label"] == ("focused" if row["p_focused"] >= 0.5 else "defocused")
         assert row["model"].startswith("cli-sdcnn@0:")

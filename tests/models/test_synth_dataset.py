@@ -83,15 +83,16 @@ def test_classifier_split_ranges_and_bit_depth(tmp_path: Path) -> None:
     assert len(list((out / "focused").glob("*.tif"))) == 3
     assert len(list((out / "defocused").glob("*.tif"))) == 3
     manifest = json.loads((out / "manifest.json").read_text())
-    plan = PLANS["20x"]
     for item in manifest["items"]:
-        assert item["objective"] == "20x"
+        assert item["objective"] == "20x" and 0.40 <= item["na"] <= 0.50
         frame = tifffile.imread(out / item["path"])
         assert frame.dtype == np.uint16 and frame.shape == (96, 96)
+        # The label follows the frame's own depth of field; z is a signed continuum.
+        dof = item["depth_of_field_um"]
         if item["label"] == "focused":
-            assert abs(item["z_um"]) <= plan.focused_max_um
+            assert abs(item["z_um"]) <= dof / 2
         else:
-            assert plan.defocused_min_um <= abs(item["z_um"]) <= plan.defocused_max_um
+            assert dof / 2 < abs(item["z_um"]) <= 8 * dof
 
     # Regenerating the same kind in place replaces the previous run (no stale frames left).
     rerun = _synth("--kind", "classifier", "--out", str(out), "--n", "2", "--size", "96")
@@ -114,7 +115,7 @@ def test_refuses_a_folder_of_another_kind_and_bad_arguments(tmp_path: Path) -> N
     assert refused.returncode == 2 and "not a synth data set" in refused.stderr
     assert [p.name for p in foreign.iterdir()] == ["holiday.jpg"]
 
-    for bad in (["--objective", "40x"], ["--kind", "segmenter"]):
+    for bad in (["--objective", "60x"], ["--kind", "segmenter"]):
         args = {"--kind": "classifier", "--n": "2", "--out": str(tmp_path / "never")}
         args.update(dict(zip(bad[::2], bad[1::2])))
         result = _synth(*[x for kv in args.items() for x in kv])
@@ -136,3 +137,113 @@ def test_items_do_not_depend_on_n_and_progress_is_reported(tmp_path: Path) -> No
     assert [item["label"] for item in manifest["items"]] == ["focused", "defocused", "focused"]
     with pytest.raises(SynthError, match="n=0"):
         SynthRequest(kind="classifier", n=0)
+
+
+def test_every_frame_records_its_domain_and_signed_z_and_domains_can_be_chosen(tmp_path: Path) -> None:
+    from refocusd.models.synth.domains import MODES, SPECIMENS
+
+    out = tmp_path / "all"
+    run = _synth("--kind", "classifier", "--out", str(out), "--n", "16", "--size", "48", "--seed", "5")
+    assert run.returncode == 0, run.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["version"] == 2 and manifest["parameters"]["domains"]["modes"] == list(MODES)
+    items = manifest["items"]
+    for item in items:
+        assert item["domains"] == [item["mode"], item["specimen"]]
+        assert item["mode"] in MODES and item["specimen"] in SPECIMENS
+        assert 0.1 <= item["pixel_size_um"] <= 2.0 and 0.1 <= item["na"] <= 0.75
+        dof = item["depth_of_field_um"]
+        assert dof > 0 and item["z_over_dof"] == pytest.approx(item["z_um"] / dof, abs=1e-3)
+        assert (item["label"] == "focused") == (abs(item["z_um"]) <= dof / 2)
+        assert item["noise"]["signal_e"] > 0 and 0 < item["noise"]["relative_noise"] < 1
+        tags = tifffile.TiffFile(out / item["path"]).pages[0].tags
+        per_cm = tags["XResolution"].value[0] / tags["XResolution"].value[1]
+        assert 1e4 / per_cm == pytest.approx(item["pixel_size_um"], rel=1e-3)  # the pixel size travels
+    assert len({i["mode"] for i in items}) >= 4 and len({i["specimen"] for i in items}) >= 4
+    assert {i["objective"] for i in items} == {"4x", "10x", "20x", "40x"}  # "any" by default
+    defocused = [i["z_um"] for i in items if i["label"] == "defocused"]
+    assert min(defocused) < 0 < max(defocused)  # both signs
+
+    # --domain restricts its axis, then --exclude-domain removes names: here negative phase
+    # contrast and round cells only, at a fixed pixel size.
+    only = tmp_path / "neg"
+    run = _synth("--kind", "classifier", "--out", str(only), "--n", "4", "--size", "48",
+                 "--domain", "negative_phase", "--domain", "brightfield", "--exclude-domain", "brightfield",
+                 "--domain", "round_cells", "--pixel-size-um", "0.8")
+    assert run.returncode == 0, run.stderr
+    items = json.loads((only / "manifest.json").read_text())["items"]
+    assert {(i["mode"], i["specimen"]) for i in items} == {("negative_phase", "round_cells")}
+    assert {i["pixel_size_um"] for i in items} == {0.8}
+
+    listed = subprocess.run([_refocusd(), "synth", "--list-domains"], capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0 and all(name in listed.stdout for name in (*MODES, *SPECIMENS))
+    bad = _synth("--kind", "classifier", "--n", "2", "--domain", "negatve_phase", "--out", str(tmp_path / "never"))
+    assert bad.returncode == 2 and "unknown domain(s) negatve_phase" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "never").exists()
+
+
+def test_regenerating_in_place_deletes_only_what_synth_wrote(tmp_path: Path) -> None:
+    out = tmp_path / "cls"
+    args = ["--kind", "classifier", "--out", str(out), "--size", "48", "--domain", "brightfield"]
+    assert _synth(*args, "--n", "4").returncode == 0
+    mine = out / "focused" / "hand_labelled.tif"
+    tifffile.imwrite(mine, np.full((48, 48), 7, np.uint8))
+    edited = out / "defocused" / "000001.tif"  # a synth frame the user replaced by their own
+    tifffile.imwrite(edited, np.full((48, 48), 9, np.uint8))
+    notes = out / "focused" / "notes.txt"
+    notes.write_text("my labels")
+    before = {p: p.read_bytes() for p in (mine, edited, notes)}
+
+    clash = _synth(*args, "--n", "2", "--seed", "1")  # would write over the edited frame
+    assert clash.returncode == 2 and "would overwrite 1 file(s)" in clash.stderr
+    assert "defocused/000001.tif" in clash.stderr
+    assert (out / "focused" / "000002.tif").is_file()  # refused before deleting anything
+
+    rerun = _synth(*args, "--n", "1", "--seed", "1")
+    assert rerun.returncode == 0, rerun.stderr
+    assert "kept 3 file(s)" in rerun.stdout
+    for path, data in before.items():
+        assert path.read_bytes() == data  # the user's files are untouched
+    for gone in ("focused/000002.tif", "defocused/000003.tif"):
+        assert not (out / gone).exists()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted(manifest["kept_files"]) == ["defocused/000001.tif", "focused/hand_labelled.tif", "focused/notes.txt"]
+    assert (out / "focused" / "000000.tif").is_file() and manifest["items"][0]["sha256"]
+
+    # An interrupted earlier run (manifest written, items not yet recorded) is cleaned too.
+    manifest["items"], manifest["complete"] = [], False
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    (out / "focused" / "000000.tif.tmp").write_bytes(b"half")
+    generate_dataset(out, SynthRequest(kind="classifier", n=1, seed=2, size=48, domains=("brightfield",)))
+    assert not (out / "focused" / "000000.tif.tmp").exists()
+    assert mine.read_bytes() == before[mine] and notes.read_text() == "my labels"
+
+
+def test_domain_selection_and_request_validation() -> None:
+    from refocusd.models.synth.domains import MODES, SPECIMENS, select_domains
+
+    assert select_domains() == select_domains([], [])
+    assert select_domains().modes == MODES and select_domains().specimens == SPECIMENS
+    chosen = select_domains(["fluorescence", "sparse"], [])
+    assert chosen.modes == ("fluorescence",) and chosen.specimens == ("sparse",)
+    loo = select_domains([], ["negative_phase", "round_cells"])
+    assert "negative_phase" not in loo.modes and len(loo.modes) == len(MODES) - 1
+    assert "round_cells" not in loo.specimens and len(loo.specimens) == len(SPECIMENS) - 1
+    request = SynthRequest(kind="classifier", n=40, size=32, exclude_domains=("fluorescence",))
+    assert all(render_item(request, i).record["mode"] != "fluorescence" for i in range(0, 40, 7))
+    for bad, message in (({"exclude_domains": MODES}, "no imaging mode"),
+                         ({"domains": ("forest",)}, "unknown domain"),
+                         ({"pixel_size_um": (2.0, 1.0)}, "pixel_size_um"),
+                         ({"pixel_size_um": (0.5, 0.5), "camera_pixel_um": 6.5}, "not both"),
+                         ({"objective": "60x"}, "objective")):
+        with pytest.raises(SynthError, match=message):
+            SynthRequest(kind="classifier", n=1, **bad)  # type: ignore[arg-type]
+
+
+def test_parallel_workers_write_the_same_files(tmp_path: Path) -> None:
+    request = SynthRequest(kind="reconstructor", n=4, size=32, seed=9)
+    one = generate_dataset(tmp_path / "one", request)
+    two = generate_dataset(tmp_path / "two", request, workers=2)
+    assert one["items"] == two["items"]
+    files = {k: v for k, v in _files(tmp_path / "one").items() if k != "manifest.json"}
+    assert files == {k: v for k, v in _files(tmp_path / "two").items() if k != "manifest.json"}

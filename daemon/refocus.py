@@ -321,14 +321,18 @@ class PredictRefocus:
         return self._refine_or_sweep(stage, steps, origin, frames=1)
 
     def _probe_side(self, stage: StageControl, here: RefocusStep, origin: float) -> tuple[float, RefocusStep]:
-        """Probe below by |estimate| (or ``probe_um``); keep it if closer to focus, else go
-        above. Returns the z to settle on and the probe plane."""
-        distance = abs(here.defocus_um) if here.defocus_um else self._probe
+        """Probe below by the estimated |defocus| (or ``probe_um``); the two planes'
+        magnitudes then place focus (:func:`triangulate`), or failing that the nearer side
+        wins. Returns the z to settle on and the probe plane."""
+        distance = _magnitude(here) or self._probe
         below = self._clamp(here.z_um - distance, origin)
         probe = self._snap("probe", stage, below)
+        if _signed(probe.defocus_um, probe.sigma_um):  # the probe's own estimate is usable
+            return self._clamp(below - probe.defocus_um, origin), probe
+        focus = triangulate([here, probe])
+        if focus is not None:
+            return self._clamp(focus, origin), probe
         if _closer(probe, here):
-            if _signed(probe.defocus_um, probe.sigma_um):  # the probe's own estimate is usable
-                return self._clamp(below - probe.defocus_um, origin), probe
             return below, probe
         return self._clamp(here.z_um + distance, origin), probe
 
@@ -359,6 +363,9 @@ class PredictRefocus:
             target = self._clamp(latest.z_um - latest.defocus_um, origin)
             if all(abs(target - s.z_um) > 0.25 for s in steps):
                 return target
+        focus = triangulate(steps)
+        if focus is not None and all(abs(focus - s.z_um) > 0.25 for s in steps):
+            return self._clamp(focus, origin)
         vertex = parabola_vertex(steps)
         if vertex is not None and all(abs(vertex - s.z_um) > 0.25 for s in steps):
             return self._clamp(vertex, origin)
@@ -396,12 +403,38 @@ class PredictRefocus:
         return RefocusResult(z_um=float(z), strategy=self.name, frames=frames, method=method, steps=tuple(steps))
 
 
+def _magnitude(step: RefocusStep) -> float | None:
+    """Estimated |defocus| of a plane. Where the sign is unknown a model trained with a
+    Gaussian likelihood puts the mean near 0 and the spread in σ: √(d² + σ²) then."""
+    if step.defocus_um is None:
+        return None
+    if _signed(step.defocus_um, step.sigma_um) or step.sigma_um is None:
+        return abs(step.defocus_um)
+    return math.hypot(step.defocus_um, step.sigma_um)
+
+
 def _closer(a: RefocusStep, b: RefocusStep) -> bool:
     """Is plane ``a`` nearer focus than ``b``? By the estimated |defocus| where both have
     one (a focus measure flattens out far from focus; the estimate does not), else by score."""
-    if a.defocus_um is not None and b.defocus_um is not None:
-        return abs(a.defocus_um) < abs(b.defocus_um)
+    ma, mb = _magnitude(a), _magnitude(b)
+    if ma is not None and mb is not None:
+        return ma < mb
     return a.score > b.score
+
+
+def triangulate(steps: list[RefocusStep] | tuple[RefocusStep, ...]) -> float | None:
+    """Focus z most consistent with the planes' estimated |defocus| (≥ 2 planes at
+    different z): each plane says focus is at z ± m; the candidate with the least weighted
+    squared disagreement with all planes wins. Works without any sign."""
+    known = [(s.z_um, m) for s in steps if (m := _magnitude(s)) is not None]
+    if len({round(z, 3) for z, _ in known}) < 2:
+        return None
+    candidates = [z + sign * m for z, m in known for sign in (-1.0, 1.0)]
+
+    def disagreement(c: float) -> float:
+        return sum((abs(z - c) - m) ** 2 / (1.0 + m) ** 2 for z, m in known)
+
+    return min(candidates, key=disagreement)
 
 
 def _nearest_to_focus(steps: list[RefocusStep]) -> RefocusStep:

@@ -29,8 +29,10 @@ WELLS = ["A1", "A2", "B2", "B1"]
 class EstimateFromStage:
     """A real classifier's verdict, with a defocus estimate taken from the simulated stage.
 
-    ``mode``: ``signed`` (the truth, σ 0.5 µm), ``unsigned`` (|truth| with σ = |truth|: a
-    symmetric blur, the sign cannot be known), ``wrong`` (the truth's opposite, σ 0.5 µm).
+    ``mode``: ``signed`` (the truth, σ 0.5 µm); ``unsigned`` (a symmetric blur: the sign
+    cannot be known, and a model trained with a Gaussian likelihood then reports a mean
+    near 0 with σ ≈ |defocus|, as issue 11's network does); ``wrong`` (a confident
+    +20 µm whatever the truth).
     """
 
     def __init__(self, inner, scope: SimulatedMicroscope, mode: str) -> None:
@@ -40,8 +42,8 @@ class EstimateFromStage:
     def classify(self, pixels, *, pixel_size_um=None):
         verdict = self._inner.classify(pixels, pixel_size_um=pixel_size_um)
         truth = self._scope._true_defocus()
-        estimate, sigma = {"signed": (truth, 0.5), "unsigned": (abs(truth), max(abs(truth), 1.0)),
-                           "wrong": (-truth, 0.5)}[self._mode]
+        estimate, sigma = {"signed": (truth, 0.5), "unsigned": (0.0, max(abs(truth), 1.0)),
+                           "wrong": (20.0, 0.5)}[self._mode]
         return dataclasses.replace(verdict, defocus_um=estimate, defocus_sigma_um=sigma)
 
     def classify_batch(self, frames, *, pixel_sizes=None):

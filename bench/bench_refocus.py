@@ -116,6 +116,10 @@ def run_plate(args, classifier, strategy_name: str, work: Path, *, memory: bool,
         "defocused_frames": misses,
         "recoveries": len(recoveries),
         "success": round(len(ok) / len(recoveries), 4) if recoveries else None,
+        "success_tolerance_um": args.tolerance_um,
+        "landed_within_1um": sum(1 for r in recoveries if abs(truth.by_parent.get(r["source_key"], 1e9)) <= 1.0),
+        "landed_abs_um_median": round(statistics.median(abs(truth.by_parent.get(r["source_key"], 1e9))
+                                                        for r in recoveries), 3) if recoveries else None,
         "frames_per_recovery_median": statistics.median(frames) if frames else None,
         "frames_per_recovery_mean": round(statistics.fmean(frames), 2) if frames else None,
         "microscope_s_per_recovery_median": round(statistics.median(durations), 4) if durations else None,
@@ -134,7 +138,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--miss-um", type=float, nargs=2, default=(10.0, 40.0))
-    parser.add_argument("--tolerance-um", type=float, default=2.0)
+    parser.add_argument("--tolerance-um", type=float, default=None,
+                        help="success band around focus (default: half the objective's depth of field, "
+                        "the band the classifier calls focused)")
     parser.add_argument("--capture-um", type=float, default=8.0)
     parser.add_argument("--classifier", default="default")
     parser.add_argument("--part", choices=("both", "predict", "memory"), default="both")
@@ -144,6 +150,10 @@ def main() -> None:
     from refocusd.models.runtime import load_classifier
 
     configure_logging(level="warning", fmt="json")
+    if args.tolerance_um is None:
+        from refocusd.models.synth.optics import OBJECTIVES
+
+        args.tolerance_um = round(OBJECTIVES["10x"].depth_of_field_um / 2, 3)
     classifier = load_classifier(args.classifier, device="cpu")
     work = Path(tempfile.mkdtemp(prefix="refocusd-bench-refocus-"))
     if args.part in ("both", "predict"):

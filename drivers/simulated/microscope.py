@@ -259,6 +259,10 @@ class SimulatedMicroscope:
                     frame = self._acquire(site, t, scheduled, self._deadline(scheduled, t))
                     yield frame
                     self._held = None
+                if t + 1 < timepoints and self.sites:
+                    # Park at the first field while waiting for the next point, as plate
+                    # scanners do: its schedule starts there, not at the last field's well.
+                    self.stage.move_xy(self.sites[0].x_um, self.sites[0].y_um)
             log.info("simulator.finished", root=str(self.root), frames=self.frame_count)
         finally:
             self._held = None

@@ -172,7 +172,9 @@ class Runner:
             return self._outcome(frame, None, "quarantined", problem, 0, _ms(time.perf_counter() - started))
 
         flog = flog.bind(p_focused=round(verdict.p_focused, 4), label=verdict.label)
-        flog.info("frame.classified", model=verdict.model_id, classify_ms=_ms(verdict.latency_s))
+        flog.info("frame.classified", model=verdict.model_id, classify_ms=_ms(verdict.latency_s),
+                  pixel_size_um=verdict.pixel_size_um, defocus_um=_round3(verdict.defocus_um),
+                  defocus_sigma_um=_round3(verdict.defocus_sigma_um))
         decision = self._decide(verdict, frame, attempts=0)
         decided_ms = _ms(time.perf_counter() - started)
 
@@ -412,6 +414,10 @@ def _retry_outcome(decision: Decision) -> str:
 
 def _round(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(value, digits)
+
+
+def _round3(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 def _ms(seconds: float) -> float:

@@ -2,19 +2,23 @@
 
 The crop classifier works at a fixed physical sampling (µm per pixel, recorded in the
 model card). For a frame of known pixel size, a network crop of ``S`` px covers
-``S * trained_um / pixel_um`` native pixels; the classifier picks K such squares, resamples
+``S * trained_um / pixel_um`` native pixels (at least ``S``: coarser frames are not
+enlarged); the classifier picks K such squares, resamples
 only those (cv2, area averaging when shrinking) and runs them through the network in one
 batch. Pure numpy + OpenCV: no TensorFlow here, so training, evaluation and the runtime
 share exactly this code.
 
-Choosing crops (:func:`select_crops`) costs well under a millisecond on a 2048² frame: it
-reads a strided view (about 16 samples per crop side), scores each candidate square by the
-mean absolute high-pass of that view (structure of any kind, in focus or not, against a
-flat background), and spreads the picks over a grid of K cells laid over the field (rows
-and columns follow the frame's aspect ratio). Cells without content give their place to
-the next best content elsewhere, overlapping earlier picks at most by half; a field
-without content anywhere gets its single best square. So a sparse field with three cells
-is classified on the cells, not on the empty substrate around them.
+Choosing crops (:func:`select_crops`) costs about a millisecond on a 2048² frame: it reads
+a strided view (about 16 samples per crop side) and scores each candidate square by the
+mean absolute high-pass of that view: structure of any kind, in focus or not, against a
+flat background. The energy is capped at 6x its median, so a speck of saturated debris does
+not outshine the field; a square has content when its score is well above what the
+camera's own noise (estimated from neighbouring pixels) would give, or near the field's
+best. The picks are spread over a grid of K cells laid over the field (rows and columns
+follow the frame's aspect ratio); cells without content give their place to the next best
+content elsewhere, overlapping earlier picks at most by half; a field without content
+anywhere gets its single best square. So a sparse field with three cells is classified on
+the cells, not on the empty substrate around them.
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ import numpy as np
 
 VIEW_SAMPLES = 16  # strided-view samples per crop side used for choosing crops
 CONTENT_FRACTION = 0.25  # a candidate is content when above bg + this x (best - bg)
+CAP_OVER_MEDIAN = 6.0  # structure energy is capped at this x its median (debris, specks)
+CAP_QUANTILE = 0.995  # ... or at this quantile where the median is 0
+NOISE_FACTOR = 2.0  # content: mean structure energy above this x pure noise's
+NOISE_ROWS, NOISE_COLUMNS = 16, 512  # pixels sampled for the noise estimate
 MAX_OVERLAP = 0.5  # fill-in picks may overlap earlier ones by at most this area fraction
 MIN_NET_SIDE = 32  # smallest network input (frames smaller than a crop)
 DEFOCUS_SCALE_UM = 10.0  # the network's defocus outputs are in units of 10 µm
@@ -62,7 +70,10 @@ def crop_geometry(
     else:
         if not pixel_size_um > 0:
             raise ValueError(f"pixel size must be > 0 µm, got {pixel_size_um}")
-        native = input_size * trained_pixel_um / pixel_size_um
+        # Shrink to the trained sampling, never enlarge: a frame coarser than the trained
+        # sampling is used at its own pixels (upsampling adds no detail, and would make a
+        # sharp 4x frame look like a blurred 10x one).
+        native = input_size * max(1.0, trained_pixel_um / pixel_size_um)
     side = max(1, int(round(native)))
     if side <= min(height, width):
         return CropGeometry(side, input_size, pixel_size_um)
@@ -85,10 +96,31 @@ def _grid_shape(k: int, height: int, width: int) -> tuple[int, int]:
     return rows, max(1, math.ceil(k / rows))
 
 
+def _positions(last: int, stride: int) -> np.ndarray:
+    """0, stride, 2*stride ... and ``last`` itself (the far edge is a candidate too)."""
+    steps = np.arange(0, last + 1, stride)
+    return steps if steps[-1] == last else np.append(steps, last)
+
+
 def _overlap(a: tuple[int, int], b: tuple[int, int], side: int) -> float:
     dy = max(0, side - abs(a[0] - b[0]))
     dx = max(0, side - abs(a[1] - b[1]))
     return dy * dx / float(side * side)
+
+
+def _noise_energy(pixels: np.ndarray) -> float:
+    """Mean |high-pass| that pure camera noise would give in the strided view: 0.8 sigma,
+    sigma from the median absolute difference of neighbouring pixels along a few rows
+    (the differences are centred on 0, so their median is not subtracted)."""
+    height = pixels.shape[0]
+    rows = pixels[:: max(1, height // NOISE_ROWS), :NOISE_COLUMNS]
+    if rows.ndim == 3:
+        rows = rows[..., 0]
+    d = np.abs(np.diff(rows.astype(np.float32), axis=1)).ravel()
+    if d.size == 0:
+        return 0.0
+    mad = float(np.partition(d, d.size // 2)[d.size // 2])
+    return 0.8 * 1.4826 * mad / math.sqrt(2.0)
 
 
 def select_crops(pixels: np.ndarray, side: int, k: int) -> list[tuple[int, int]]:
@@ -104,18 +136,28 @@ def select_crops(pixels: np.ndarray, side: int, k: int) -> list[tuple[int, int]]
     # Structure at and below the crop scale; a flat or smoothly lit background scores ~0.
     blur = max(3, (vside // 2) | 1)
     energy = np.abs(view - cv2.blur(view, (blur, blur), borderType=cv2.BORDER_REFLECT))
+    # A speck of saturated debris must not make the rest of the field look empty: energy is
+    # capped at a few times the field's median (its high quantile where the median is 0).
+    sample = energy[::2, ::2].ravel()  # a quarter of the view is plenty for two quantiles
+    middle, high = sample.size // 2, int(CAP_QUANTILE * (sample.size - 1))
+    ranked = np.partition(sample, (middle, high))
+    cap = CAP_OVER_MEDIAN * float(ranked[middle]) or float(ranked[high])
+    if cap > 0:
+        np.minimum(energy, cap, out=energy)
     # Mean energy of every vside x vside window, at its top-left corner.
     window = cv2.boxFilter(energy, -1, (vside, vside), anchor=(0, 0), normalize=True,
                            borderType=cv2.BORDER_CONSTANT)
     max_y, max_x = view.shape[0] - vside, view.shape[1] - vside
     stride = max(1, vside // 4)
-    ys = np.unique(np.r_[np.arange(0, max_y + 1, stride), max_y])
-    xs = np.unique(np.r_[np.arange(0, max_x + 1, stride), max_x])
+    ys, xs = _positions(max_y, stride), _positions(max_x, stride)
     scores = window[np.ix_(ys, xs)]
     flat = scores.ravel()
     order = np.argsort(flat)[::-1]
     best, background = float(flat[order[0]]), float(np.median(flat))
-    threshold = background + CONTENT_FRACTION * (best - background)
+    # Content: well above the camera's own noise, or near the field's best. Either alone
+    # fails: the noise test cannot rank, and one bright speck sets the best too high.
+    threshold = min(background + CONTENT_FRACTION * (best - background),
+                    max(NOISE_FACTOR * _noise_energy(pixels), 1e-6 * abs(float(view.mean()))))
     content = order[(flat[order] >= threshold) & (flat[order] > 0)]
     if content.size == 0:
         content = order[:1]

@@ -251,6 +251,8 @@ class ClassifierReport(BaseModel):
     auc: float | None  # None when the folder holds one class only
     confusion: ConfusionMatrix
     seconds: float
+    rows: list[dict[str, Any]] = []  # per domain, mode, objective and frame size
+    defocus: dict[str, Any] | None = None  # signed-defocus error (frames with a known z)
 
 
 class QualityStats(BaseModel):
@@ -288,6 +290,46 @@ def _p_focused(classifier: Any, frames: Sequence[np.ndarray]) -> list[float]:
     return [v.p_focused for v in classifier.classify_batch(list(frames))]
 
 
+def _group_row(group: str, value: str, p: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, Any]:
+    predicted = np.where(p >= threshold, FOCUSED, DEFOCUSED)
+    return {
+        "group": group, "value": value, "n": int(len(p)),
+        "accuracy": float(np.mean(predicted == labels)),
+        "auc": _finite_or_none(roc_auc(p, labels == FOCUSED)),
+        "missed_defocused": int(np.sum((labels == DEFOCUSED) & (predicted == FOCUSED))),
+        "false_alarms": int(np.sum((labels == FOCUSED) & (predicted == DEFOCUSED))),
+    }
+
+
+SIGN_MODES = ("positive_phase", "negative_phase", "brightfield", "phase_contrast")
+
+
+def defocus_summary(z: np.ndarray, estimate: np.ndarray, sigma: np.ndarray, dof: np.ndarray,
+                    modes: Sequence[str], objectives: Sequence[str]) -> dict[str, Any] | None:
+    """Signed-defocus errors: all frames, within ±30 µm at 10x (in µm and depths of field),
+    and the sign beyond 2 depths of field in phase contrast and bright field."""
+    known = np.isfinite(z) & np.isfinite(estimate)
+    if not known.any():
+        return None
+    err = np.abs(estimate - z)
+    out: dict[str, Any] = {"n": int(known.sum()),
+                           "median_abs_error_um": float(np.median(err[known])),
+                           "median_sigma_um": float(np.median(sigma[known]))}
+    ten = known & np.array([o == "10x" for o in objectives]) & (np.abs(z) <= 30.0)
+    if ten.any():
+        out["10x_within_30um"] = {
+            "n": int(ten.sum()), "median_abs_error_um": float(np.median(err[ten])),
+            "median_abs_error_dof": float(np.median(err[ten] / dof[ten])) if np.isfinite(dof[ten]).all() else None,
+            "median_dof_um": float(np.median(dof[ten])) if np.isfinite(dof[ten]).all() else None,
+        }
+    far = known & np.isfinite(dof) & (np.abs(z) > 2 * dof) & np.array([m.split("/")[0] in SIGN_MODES for m in modes])
+    if far.any():
+        out["sign_beyond_2dof_pc_bf"] = {
+            "n": int(far.sum()), "correct": float(np.mean(np.sign(estimate[far]) == np.sign(z[far]))),
+        }
+    return out
+
+
 def evaluate_classifier(
     model: str,
     data: Path | str | ClassifierFolder,
@@ -295,21 +337,48 @@ def evaluate_classifier(
     device: str = "auto",
     threshold: float = 0.5,
     progress: Callable[[int, int], None] | None = None,
+    pixel_size_um: float | None = None,
 ) -> ClassifierReport:
-    """Accuracy, ROC AUC and confusion matrix of a classifier on a labelled folder."""
+    """Accuracy, ROC AUC and confusion matrix of a classifier on a labelled folder, with
+    one row per domain (synth manifests), per objective and per frame size, and the error
+    of the signed defocus where the manifest records each frame's z. Each frame is
+    classified at the pixel size its manifest (or, failing that, ``pixel_size_um``) says."""
+    from refocusd.models.datasets import ClassifierData
+    from refocusd.models.frame_records import frame_infos
     from refocusd.models.runtime import load_classifier
 
     folder = data if isinstance(data, ClassifierFolder) else scan_classifier_folder(data)
     started = time.perf_counter()
     classifier = load_classifier(model, device=device, threshold=threshold)
+    infos = frame_infos(ClassifierData((folder,)), pixel_size_um)
     paths, labels = folder.paths, folder.labels
     scores: list[float] = []
-    for chunk in _batches(paths, _EVAL_BATCH):
-        scores.extend(_p_focused(classifier, [read_image(p) for p in chunk]))
+    defocus: list[float] = []
+    sigma: list[float] = []
+    sizes: list[str] = []
+    for start in range(0, len(paths), _EVAL_BATCH):
+        chunk = infos[start : start + _EVAL_BATCH]
+        frames = [read_image(i.path) for i in chunk]
+        sizes.extend(f"{f.shape[0]}x{f.shape[1]}" for f in frames)
+        verdicts = classifier.classify_batch(frames, pixel_sizes=[i.pixel_size_um for i in chunk])
+        for v in verdicts:
+            scores.append(v.p_focused)
+            defocus.append(math.nan if v.defocus_um is None else v.defocus_um)
+            sigma.append(math.nan if v.defocus_sigma_um is None else v.defocus_sigma_um)
         if progress:
             progress(len(scores), len(paths))
     p = np.asarray(scores)
     predicted = np.where(p >= threshold, FOCUSED, DEFOCUSED)
+    rows = []
+    for group, values in (("domain", [i.domain for i in infos]),
+                          ("mode", [i.domain.split("/")[0] for i in infos]),
+                          ("objective", [i.objective or "?" for i in infos]), ("size", sizes)):
+        keys = np.asarray(values)
+        if len(set(values)) > 1 or group == "size":
+            rows.extend(_group_row(group, str(k), p[keys == k], labels[keys == k], threshold)
+                        for k in sorted(set(values)))
+    z = np.array([math.nan if i.z_um is None else i.z_um for i in infos])
+    dof = np.array([math.nan if i.depth_of_field_um is None else i.depth_of_field_um for i in infos])
     report = ClassifierReport(
         model=classifier.model_id,
         data=folder.describe(),
@@ -319,6 +388,9 @@ def evaluate_classifier(
         auc=_finite_or_none(roc_auc(p, labels == FOCUSED)),
         confusion=ConfusionMatrix.from_labels(labels, predicted),
         seconds=time.perf_counter() - started,
+        rows=rows,
+        defocus=defocus_summary(z, np.asarray(defocus), np.asarray(sigma), dof,
+                                [i.domain for i in infos], [i.objective for i in infos]),
     )
     log.info(
         "evaluate.classifier", model=report.model, n=report.n, accuracy=report.accuracy,

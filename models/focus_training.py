@@ -43,13 +43,13 @@ from refocusd.models import crops as cropping  # noqa: E402
 from refocusd.models.api import ModelError  # noqa: E402
 from refocusd.models.datasets import (  # noqa: E402
     FOCUSED,
-    ClassifierData,
     DatasetError,
     read_image,
     scan_classifier_folders,
     split_indices,
 )
 from refocusd.models.evaluation import roc_auc  # noqa: E402
+from refocusd.models.frame_records import FrameInfo, frame_infos  # noqa: E402
 from refocusd.models.training import (  # noqa: E402
     EpochReport,
     TrainingObserver,
@@ -99,54 +99,6 @@ class CropTrainConfig:
 
 
 # ------------------------------------------------------------------------------- data
-
-
-@dataclass(frozen=True, slots=True)
-class FrameInfo:
-    path: Path
-    label: int
-    z_um: float | None
-    pixel_size_um: float | None
-    domain: str
-
-
-def manifest_records(root: Path) -> dict[str, dict[str, Any]]:
-    """Per-file records of a synth manifest, by path relative to ``root`` (empty: none)."""
-    path = Path(root) / "manifest.json"
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError) as exc:
-        log.warning("dataset.manifest_unreadable", path=str(path), error=str(exc))
-        return {}
-    items = data.get("items") if isinstance(data, dict) else None
-    return {str(r["path"]): r for r in items or [] if isinstance(r, dict) and "path" in r}
-
-
-def domain_of(record: dict[str, Any]) -> str:
-    """A frame's domain name: the manifest's ``domain`` when it has one, else modality +
-    objective (older manifests: phase contrast)."""
-    domain = record.get("domain")
-    if isinstance(domain, str) and domain:
-        return domain
-    if isinstance(domain, dict):
-        return "/".join(str(v) for v in domain.values())
-    return f"{record.get('modality', 'phase_contrast')}/{record.get('objective', '?')}"
-
-
-def frame_infos(data: ClassifierData, frame_pixel_um: float | None = None) -> list[FrameInfo]:
-    infos = []
-    for folder in data.folders:
-        records = manifest_records(folder.root)
-        for path, label in zip(folder.paths, folder.labels, strict=True):
-            rec = records.get(path.relative_to(folder.root).as_posix(), {})
-            z = rec.get("z_um")
-            pixel = rec.get("pixel_size_um", frame_pixel_um)
-            infos.append(FrameInfo(path, int(label), None if z is None else float(z),
-                                   None if pixel is None else float(pixel),
-                                   domain_of(rec) if rec else "unknown"))
-    return infos
 
 
 def frame_crops(pixels: np.ndarray, *, k: int, input_size: int, trained_pixel_um: float,

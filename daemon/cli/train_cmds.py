@@ -307,14 +307,20 @@ def evaluate_classifier(
     record: str | None = typer.Option(
         None, "--record", help="Also store the report in the model's card under metrics.<KEY>."
     ),
+    pixel_size_um: float | None = typer.Option(
+        None, "--pixel-size-um", min=0.001,
+        help="µm per pixel of frames whose folder's manifest does not say (default: native pixels).",
+    ),
     log_level: str = typer.Option("warning", "--log-level", help="Log level on stderr."),
 ) -> None:
-    """Accuracy, ROC AUC and confusion matrix on a labelled folder."""
+    """Accuracy, ROC AUC and confusion matrix on a labelled folder; rows per domain,
+    objective and frame size, and the signed-defocus error where z is known."""
     from refocusd.models import evaluation
 
     _quiet_logging(log_level)
     with _data_errors():
-        report = evaluation.evaluate_classifier(model, data, device=device, threshold=threshold)  # type: ignore[arg-type]
+        report = evaluation.evaluate_classifier(model, data, device=device, threshold=threshold,  # type: ignore[arg-type]
+                                                pixel_size_um=pixel_size_um)
         if record:
             _record(model, "classifier", record, report)
     if as_json:
@@ -330,6 +336,26 @@ def evaluate_classifier(
     table.add_row("focused", str(c.focused_as_focused), str(c.focused_as_defocused))
     table.add_row("defocused", str(c.defocused_as_focused), str(c.defocused_as_defocused))
     out_console.print(table)
+    if report.rows:
+        rows = Table(title="per group")
+        for column in ("group", "value", "n", "accuracy", "AUC", "missed", "false alarms"):
+            rows.add_column(column, justify="left" if column in ("group", "value") else "right")
+        for r in report.rows:
+            rows.add_row(r["group"], r["value"], str(r["n"]), _fmt(r["accuracy"]), _fmt(r["auc"]),
+                         str(r["missed_defocused"]), str(r["false_alarms"]))
+        out_console.print(rows)
+    if report.defocus:
+        d = report.defocus
+        out_console.print(f"defocus: median |error| {_fmt(d['median_abs_error_um'])} µm over {d['n']} frames "
+                          f"(median sigma {_fmt(d['median_sigma_um'])} µm)", highlight=False)
+        if "10x_within_30um" in d:
+            t = d["10x_within_30um"]
+            out_console.print(f"  10x within ±30 µm: {_fmt(t['median_abs_error_um'])} µm = "
+                              f"{_fmt(t['median_abs_error_dof'])} DOF (n={t['n']})", highlight=False)
+        if "sign_beyond_2dof_pc_bf" in d:
+            t = d["sign_beyond_2dof_pc_bf"]
+            out_console.print(f"  sign correct beyond 2 DOF (phase contrast, bright field): "
+                              f"{_fmt(t['correct'])} (n={t['n']})", highlight=False)
 
 
 @evaluate_app.command("reconstructor")

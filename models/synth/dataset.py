@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import scipy.fft as sfft
 import structlog
 import tifffile
 
@@ -51,6 +52,7 @@ from refocusd.models.synth.domains import (
     DomainSelection,
     LAYOUT_OF,
     draw_optics,
+    optics_record,
     select_domains,
     specimen_sampling_um,
 )
@@ -74,7 +76,7 @@ PAIR_JITTER_UM = 1.5  # at 10x and below; 20x/40x scale it as 1/magnification
 MIN_FIELD_UM = 64.0  # the specimen is at least this wide (whole cells in a small crop)
 DEFOCUSED_MAX_DOF = 8.0  # classifier negatives reach 8 depths of field
 SIGNAL_E_RANGE = (30.0, 30_000.0)  # electrons at the background (transmitted light)
-FLUO_PEAK_E_RANGE = (20.0, 5_000.0)  # electrons at the brightest emitters (fluorescence)
+FLUO_PEAK_E_RANGE = (20.0, 5_000.0)  # electrons at a typical stained nucleus (fluorescence)
 
 Progress = Callable[[int, int], None]
 
@@ -200,6 +202,39 @@ def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
 
 
+def _draw_z(request: SynthRequest, index: int, objective: str, dof: float,
+            rng: np.random.Generator) -> tuple[float, float | None]:
+    """Signed defocus (µm) and, for a pair, its nominal stage offset."""
+    if request.kind == "classifier":
+        if index % 2 == 0:  # focused: within the depth of field
+            return float(rng.uniform(-dof / 2.0, dof / 2.0)), None
+        magnitude = _log_uniform(rng, dof / 2.0, DEFOCUSED_MAX_DOF * dof)
+        return magnitude * (1.0 if rng.random() < 0.5 else -1.0), None
+    plan = PLANS[objective]
+    k = index % 4
+    nominal = (1.0 if k % 2 == 0 else -1.0) * plan.pair_distances_um[k // 2]
+    return float(nominal + rng.uniform(-plan.pair_jitter_um, plan.pair_jitter_um)), nominal
+
+
+def _draw_camera(rng: np.random.Generator, fluorescence: bool, bit_depth: int) -> tuple[Camera, float, float]:
+    """A sensor at a photon budget from starved to bright: (camera, electrons at the
+    reference level, autofluorescent background). The reference level (background in
+    transmitted light, a stained nucleus in fluorescence) fills ``fill`` of the ADC range:
+    the gain follows the light, as a user sets exposure and gain."""
+    read_noise = float(rng.uniform(0.8, 3.0))
+    if fluorescence:
+        signal_e = _log_uniform(rng, *FLUO_PEAK_E_RANGE)
+        fill = float(rng.uniform(0.3, 0.6))
+        autofluorescence = float(rng.uniform(0.005, 0.05))
+    else:
+        signal_e = _log_uniform(rng, *SIGNAL_E_RANGE)
+        fill = float(rng.uniform(0.25, 0.5))
+        autofluorescence = 0.0
+    camera = Camera(bit_depth=bit_depth, full_well_e=signal_e / fill, read_noise_e=read_noise,  # type: ignore[arg-type]
+                    background_fill=fill)
+    return camera, signal_e, autofluorescence
+
+
 def render_item(request: SynthRequest, index: int) -> RenderedItem:
     """Render item ``index`` of ``request`` (pure: no files)."""
     rng = item_rng(request.seed, index)
@@ -215,24 +250,20 @@ def render_item(request: SynthRequest, index: int) -> RenderedItem:
 
     # The rendered field: the frame, or MIN_FIELD_UM when the frame is smaller (a centred
     # crop of it is the frame); the specimen at the coarsest sampling the optics resolve.
-    out_px = max(size, int(math.ceil(MIN_FIELD_UM / pixel)))
+    # Grid sides are FFT-friendly lengths (a prime side costs several times more).
+    min_px = int(math.ceil(MIN_FIELD_UM / pixel))
+    out_px = size if size >= min_px else sfft.next_fast_len(min_px, real=True)
     field_um = out_px * pixel
-    optics, optics_record = draw_optics(mode, magnification, na, rng, field_um)
-    grid_px = max(16, int(math.ceil(field_um / min(specimen_sampling_um(optics), pixel * out_px / 16))))
+    optics = draw_optics(mode, magnification, na, rng, field_um)
+    grid_px = sfft.next_fast_len(max(16, int(math.ceil(field_um / specimen_sampling_um(optics)))), real=True)
     dof = optics.depth_of_field_total_um(pixel)
 
-    if request.kind == "classifier":
-        focused = index % 2 == 0
-        if focused:
-            z = float(rng.uniform(-dof / 2.0, dof / 2.0))
-        else:
-            z = _log_uniform(rng, dof / 2.0, DEFOCUSED_MAX_DOF * dof) * (1.0 if rng.random() < 0.5 else -1.0)
-        pair_distance = None
-    else:
-        plan = PLANS[objective]
-        k = index % 4
-        pair_distance = (1.0 if k % 2 == 0 else -1.0) * plan.pair_distances_um[k // 2]
-        z = float(pair_distance + rng.uniform(-plan.pair_jitter_um, plan.pair_jitter_um))
+    z, pair_distance = _draw_z(request, index, objective, dof, rng)
+    z, dof = round(z, 4), round(dof, 4)  # the manifest's values are the ones rendered
+    if request.kind == "classifier" and index % 2 == 0:  # rounding must not cross the label boundary
+        z = float(np.clip(z, -dof / 2.0, dof / 2.0))
+    elif request.kind == "classifier":
+        z = math.copysign(max(abs(z), dof / 2.0 + 1e-4), z)
 
     specimen = random_specimen((grid_px, grid_px), rng, pixel_size_um=field_um / grid_px,
                                wavelength_um=optics.wavelength_um, layout=LAYOUT_OF[specimen_domain])
@@ -240,25 +271,16 @@ def render_item(request: SynthRequest, index: int) -> RenderedItem:
     lamp_strength = float(rng.uniform(0.3, 3.0))
     lamp = illumination_field((size, size), rng, strength=lamp_strength)
     dust = dust_field((size, size), rng, mean_count=float(rng.uniform(0.0, 3.0)))
-    read_noise = float(rng.uniform(0.8, 3.0))
-    if fluorescence:
-        signal_e = _log_uniform(rng, *FLUO_PEAK_E_RANGE)
-        fill = float(rng.uniform(0.4, 0.8))
-        autofluorescence = float(rng.uniform(0.005, 0.05))
-        peak = max(float(np.percentile(specimen.emission, 99.9)), 1e-3)  # type: ignore[arg-type]
-    else:
-        signal_e = _log_uniform(rng, *SIGNAL_E_RANGE)
-        fill = float(rng.uniform(0.25, 0.5))
-        autofluorescence, peak = 0.0, 1.0
-    camera = Camera(bit_depth=request.bit_depth, full_well_e=signal_e / fill, read_noise_e=read_noise,  # type: ignore[arg-type]
-                    background_fill=fill)
+    camera, signal_e, autofluorescence = _draw_camera(rng, fluorescence, request.bit_depth)
+    read_noise = camera.read_noise_e
     exposure = float(rng.uniform(0.8, 1.2))
     crop = (out_px - size) // 2
 
     def shoot(z_um: float) -> np.ndarray:
-        intensity = render(specimen, z_um, optics, out_shape=(out_px, out_px))[crop : crop + size, crop : crop + size]
-        if fluorescence:
-            intensity = intensity / peak + autofluorescence
+        intensity = render(specimen, z_um, optics, out_shape=(out_px, out_px), pixel_integration=True)
+        intensity = intensity[crop : crop + size, crop : crop + size]
+        if fluorescence:  # emission 1 (a typical stained nucleus) collects signal_e electrons
+            intensity = intensity + autofluorescence
         return camera.expose(intensity * lamp * dust, rng, exposure_scale=exposure)
 
     record: dict[str, Any] = {
@@ -270,16 +292,16 @@ def render_item(request: SynthRequest, index: int) -> RenderedItem:
         "magnification": magnification,
         "na": round(na, 4),
         "pixel_size_um": round(pixel, 5),
-        "depth_of_field_um": round(dof, 4),
-        "z_um": round(z, 4),
+        "depth_of_field_um": dof,
+        "z_um": z,
         "z_over_dof": round(z / dof, 4),
-        "optics": optics_record,
+        "optics": optics_record(optics),  # optics_from_record() gives the exact Optics back
         "substrate": specimen.substrate,
         "cell_type": specimen.cell_type,
         "density": round(specimen.density, 4),
         "n_cells": specimen.n_cells,
         "noise": {
-            "signal_e": round(signal_e, 1),  # background (transmitted) or peak emitter (fluorescence)
+            "signal_e": round(signal_e, 1),  # background (transmitted) or a stained nucleus (fluorescence)
             "read_noise_e": round(read_noise, 3),
             "relative_noise": round(math.sqrt(signal_e * exposure + read_noise**2) / (signal_e * exposure), 5),
             "full_well_e": round(camera.full_well_e, 1),
@@ -292,7 +314,7 @@ def render_item(request: SynthRequest, index: int) -> RenderedItem:
     if fluorescence:
         record["noise"]["autofluorescence"] = round(autofluorescence, 5)
     if request.kind == "classifier":
-        label = "focused" if abs(z) <= dof / 2.0 else "defocused"
+        label = "focused" if abs(z) <= dof / 2.0 else "defocused"  # the depth-of-field rule
         record = {"path": f"{label}/{name}", "label": label, **record}
         return RenderedItem({f"{label}/{name}": shoot(z)}, record)
     record = {"input": f"input/{name}", "target": f"target/{name}", **record, "target_z_um": 0.0,
@@ -331,6 +353,8 @@ def _manifest(request: SynthRequest, items: list[dict[str, Any]], *, complete: b
             "domain_filter": {"include": list(request.domains), "exclude": list(request.exclude_domains)},
             "label_rule": "focused iff |z_um| <= depth_of_field_um / 2" if request.kind == "classifier" else None,
             "depth_of_field": "lambda/NA^2 + pixel_size_um/NA (n = 1, dry objective)",
+            "z_convention": "z_um = focal plane minus specimen plane along the light path (µm); "
+                            "z_um > 0: focused past the specimen; moving focus by -z_um refocuses",
             "defocused_max_dof": DEFOCUSED_MAX_DOF if request.kind == "classifier" else None,
             "defocus_plans": {m: asdict(PLANS[m]) for m in mags} if request.kind == "reconstructor" else None,
             "min_field_um": MIN_FIELD_UM,

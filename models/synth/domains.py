@@ -8,6 +8,7 @@ manifest, and a data set can be restricted to, or leave out, any of them
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ DOMAIN_HELP: dict[str, str] = {
                       "same ring ranges",
     "brightfield": "transmitted bright field, condenser NA 0.2–0.9 × objective NA (defocus contrast of phase objects)",
     "fluorescence": "incoherent emitters (random nuclear/cytoplasmic stain), emission λ 0.45–0.67 µm, dark "
-                    "background (autofluorescence 0.5–5 % of the peak); defocus blur symmetric in z",
+                    "background (autofluorescence 0.5–5 % of a stained nucleus); defocus blur symmetric in z",
     "dic": "ideal Nomarski DIC: shear 0.3–0.8 × λ/(2NA), bias ±(0.1–0.5) π, any shear direction, "
            "condenser 0.4–0.9 × NA",
     "oblique": "oblique bright field: condenser disc of 0.1–0.3 × NA decentred by 0.5–1.0 × NA",
@@ -88,18 +89,38 @@ def select_domains(include: Iterable[str] = (), exclude: Iterable[str] = ()) -> 
     return DomainSelection(*axes)
 
 
+def optics_record(optics: Optics) -> dict[str, Any]:
+    """The manifest's record of ``optics``: its modality and every field that differs from
+    the :class:`Optics` defaults, at full precision (:func:`optics_from_record` inverts it)."""
+    defaults = Optics()
+    record: dict[str, Any] = {"modality": optics.modality}
+    for f in dataclasses.fields(Optics):
+        value = getattr(optics, f.name)
+        if value != getattr(defaults, f.name):
+            record[f.name] = list(value) if isinstance(value, tuple) else value
+    return record
+
+
+def optics_from_record(record: dict[str, Any]) -> Optics:
+    """The exact :class:`Optics` of a manifest item's ``optics`` record (for physics-aware
+    baselines that need the true transfer function of a frame)."""
+    fields = {f.name for f in dataclasses.fields(Optics)}
+    unknown = sorted(set(record) - fields)
+    if unknown:
+        raise ValueError(f"not Optics fields: {', '.join(unknown)}")
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in record.items()}
+    return Optics(**kwargs)
+
+
 def draw_optics(mode: str, magnification: float, na: float, rng: np.random.Generator,
-                field_of_view_um: float) -> tuple[Optics, dict[str, Any]]:
-    """A microscope for ``mode`` with this objective, its free parameters drawn from ``rng``;
-    also the parameters as a manifest record."""
+                field_of_view_um: float) -> Optics:
+    """A microscope for ``mode`` with this objective, its free parameters drawn from ``rng``."""
     base: dict[str, Any] = {"na": na, "magnification": magnification, "field_of_view_um": field_of_view_um}
     if mode == "fluorescence":
         lam_em = float(rng.uniform(*EMISSION_WAVELENGTH_UM))
-        optics = Optics(**base, modality="fluorescence", wavelength_um=lam_em, emission_wavelength_um=lam_em)
-        return optics, {"modality": "fluorescence", "emission_wavelength_um": round(lam_em, 4)}
+        return Optics(**base, modality="fluorescence", wavelength_um=lam_em, emission_wavelength_um=lam_em)
     lam = float(rng.uniform(*TRANSMITTED_WAVELENGTH_UM))
     base["wavelength_um"] = lam
-    record: dict[str, Any] = {"wavelength_um": round(lam, 4)}
     if mode in ("positive_phase", "negative_phase"):
         outer = na * float(rng.uniform(0.45, 0.65))
         inner = max(0.0, outer - na * float(rng.uniform(0.08, 0.15)))
@@ -108,37 +129,23 @@ def draw_optics(mode: str, magnification: float, na: float, rng: np.random.Gener
         apodised = bool(rng.random() < 0.4)
         apod_t = float(rng.uniform(0.2, 0.6)) if apodised else 1.0
         apod_w = na * float(rng.uniform(0.05, 0.12)) if apodised else 0.0
-        optics = Optics(**base, modality="phase_contrast", condenser_annulus_na=(inner, outer),
-                        phase_ring_shift_rad=shift, phase_ring_transmission=transmission,
-                        phase_ring_apodization_transmission=apod_t, phase_ring_apodization_width_na=apod_w)
-        record |= {"modality": "phase_contrast", "annulus_na": [round(inner, 4), round(outer, 4)],
-                   "ring_phase_rad": round(shift, 4), "ring_transmission": round(transmission, 4),
-                   "apodised": apodised, "apodisation_transmission": round(apod_t, 4),
-                   "apodisation_width_na": round(apod_w, 4)}
-    elif mode == "brightfield":
-        nac = na * float(rng.uniform(0.2, 0.9))
-        optics = Optics(**base, modality="brightfield", brightfield_condenser_na=nac)
-        record |= {"modality": "brightfield", "condenser_na": round(nac, 4)}
-    elif mode == "dic":
+        return Optics(**base, modality="phase_contrast", condenser_annulus_na=(inner, outer),
+                      phase_ring_shift_rad=shift, phase_ring_transmission=transmission,
+                      phase_ring_apodization_transmission=apod_t, phase_ring_apodization_width_na=apod_w)
+    if mode == "brightfield":
+        return Optics(**base, modality="brightfield", brightfield_condenser_na=na * float(rng.uniform(0.2, 0.9)))
+    if mode == "dic":
         nac = na * float(rng.uniform(0.4, 0.9))
         shear = float(rng.uniform(0.3, 0.8)) * lam / (2.0 * na)
         bias = float(rng.uniform(0.1, 0.5)) * math.pi * (1.0 if rng.random() < 0.5 else -1.0)
-        angle = float(rng.uniform(0.0, math.pi))
-        optics = Optics(**base, modality="dic", brightfield_condenser_na=nac, dic_shear_um=shear,
-                        dic_bias_rad=bias, dic_angle_rad=angle)
-        record |= {"modality": "dic", "condenser_na": round(nac, 4), "shear_um": round(shear, 4),
-                   "bias_rad": round(bias, 4), "shear_angle_rad": round(angle, 4)}
-    elif mode == "oblique":
+        return Optics(**base, modality="dic", brightfield_condenser_na=nac, dic_shear_um=shear,
+                      dic_bias_rad=bias, dic_angle_rad=float(rng.uniform(0.0, math.pi)))
+    if mode == "oblique":
         nac = na * float(rng.uniform(0.1, 0.3))
         offset = na * float(rng.uniform(0.5, 1.0))
-        angle = float(rng.uniform(0.0, 2.0 * math.pi))
-        optics = Optics(**base, modality="oblique", brightfield_condenser_na=nac, oblique_offset_na=offset,
-                        oblique_angle_rad=angle)
-        record |= {"modality": "oblique", "condenser_na": round(nac, 4), "offset_na": round(offset, 4),
-                   "angle_rad": round(angle, 4)}
-    else:
-        raise DomainError(f"unknown imaging mode {mode!r}")
-    return optics, record
+        return Optics(**base, modality="oblique", brightfield_condenser_na=nac, oblique_offset_na=offset,
+                      oblique_angle_rad=float(rng.uniform(0.0, 2.0 * math.pi)))
+    raise DomainError(f"unknown imaging mode {mode!r}")
 
 
 def specimen_sampling_um(optics: Optics) -> float:

@@ -254,6 +254,7 @@ def render(
     optics: Optics,
     *,
     out_shape: tuple[int, int] | None = None,
+    pixel_integration: bool = False,
 ) -> np.ndarray:
     """Noise-free image intensity of ``specimen`` defocused by ``z_um`` (background ≈ 1).
 
@@ -263,14 +264,15 @@ def render(
 
     ``out_shape`` (default: the specimen grid) is the sampling of the returned image over the
     same field: the band-limited intensity is Fourier-resampled, so asking for a finer grid
-    than the specimen's is exact interpolation, not a blur.
+    than the specimen's is exact interpolation, not a blur. ``pixel_integration`` applies
+    the camera pixels' box aperture (the detector MTF, sinc) of that output sampling.
     """
     ny, nx = specimen.shape
     oy, ox = out_shape if out_shape is not None else (ny, nx)
     if oy < 2 or ox < 2:
         raise ValueError(f"out_shape={out_shape} too small")
     if optics.modality == "fluorescence":
-        return render_fluorescence(specimen, z_um, optics, out_shape=(oy, ox))
+        return render_fluorescence(specimen, z_um, optics, out_shape=(oy, ox), pixel_integration=pixel_integration)
     dx = specimen.pixel_size_um
     ly, lx = ny * dx, nx * dx
     lam = optics.wavelength_um
@@ -290,7 +292,10 @@ def render(
     weights = weights.astype(np.float64) / weights.sum()
 
     # Background of a clear specimen: each direction's DC passes the pupil at +shift.
-    direct = np.abs(pupil[shifts[:, 0] + ry, shifts[:, 1] + rx]) ** 2
+    # (A direction outside the pupil, as in oblique light, adds dark-field light only.)
+    inside = (np.abs(shifts[:, 0]) <= ry) & (np.abs(shifts[:, 1]) <= rx)
+    iy, ix = np.clip(shifts[:, 0] + ry, 0, 2 * ry), np.clip(shifts[:, 1] + rx, 0, 2 * rx)
+    direct = np.where(inside, np.abs(pupil[iy, ix]) ** 2, 0.0)
     background = float(np.sum(weights * direct))
     if background <= 0.0:
         raise ValueError("no illumination direction reaches the pupil")
@@ -336,11 +341,13 @@ def render(
         area_na = condenser_area_na(optics)
         cell_na = max(math.sqrt(area_na / optics.n_illumination_directions), lam / min(ly, lx))
         sigma_um = 0.29 * abs(z_um) * cell_na  # std of a uniform cell of side cell_na
-    return fourier_resample(acc, (oy, ox), sigma_px=(sigma_um * my / ly, sigma_um * mx / lx))
+    return fourier_resample(acc, (oy, ox), sigma_px=(sigma_um * my / ly, sigma_um * mx / lx),
+                            pixel_integration=pixel_integration)
 
 
 def render_fluorescence(
-    specimen: Specimen, z_um: float, optics: Optics, *, out_shape: tuple[int, int] | None = None
+    specimen: Specimen, z_um: float, optics: Optics, *, out_shape: tuple[int, int] | None = None,
+    pixel_integration: bool = False,
 ) -> np.ndarray:
     """Incoherent image of the specimen's emitter density (``specimen.emission``) at defocus
     ``z_um``: emission ⊛ |h_z|², computed as spectrum × OTF (mean preserved, float32)."""
@@ -371,27 +378,32 @@ def render_fluorescence(
     win[cy - hy : cy + hy + 1, cx - hx : cx + hx + 1] = spec[sy - hy : sy + hy + 1, sx - hx : sx + hx + 1]
     win *= otf.astype(np.complex64)
     image = sfft.ifft2(sfft.ifftshift(win), norm="forward", workers=fft_workers()).real
-    return fourier_resample(image, out_shape)
+    return fourier_resample(image, out_shape, pixel_integration=pixel_integration)
 
 
 def fourier_resample(
-    image: np.ndarray, out_shape: tuple[int, int], *, sigma_px: tuple[float, float] = (0.0, 0.0)
+    image: np.ndarray, out_shape: tuple[int, int], *, sigma_px: tuple[float, float] = (0.0, 0.0),
+    pixel_integration: bool = False,
 ) -> np.ndarray:
     """Band-limited resampling of a periodic real image over the same field (float32).
 
-    ``sigma_px`` (input pixels, per axis) applies a Gaussian blur on the way, at no extra cost.
+    ``sigma_px`` (input pixels, per axis) applies a Gaussian blur on the way, at no extra cost;
+    ``pixel_integration`` the box aperture of an output pixel (sinc MTF).
     """
     image = np.asarray(image, dtype=np.float32)
     my, mx = image.shape
     oy, ox = out_shape
     blur = sigma_px[0] > 0.0 or sigma_px[1] > 0.0
-    if (my, mx) == (oy, ox) and not blur:
+    if (my, mx) == (oy, ox) and not blur and not pixel_integration:
         return image
     spec = sfft.rfft2(image, norm="forward", workers=fft_workers())
     if blur:
         fy = sfft.fftfreq(my)[:, None] * sigma_px[0]
         fx = sfft.rfftfreq(mx)[None, :] * sigma_px[1]
         spec *= np.exp(-2.0 * math.pi**2 * (fy**2 + fx**2)).astype(np.float32)
+    if pixel_integration:  # frequency in cycles per output pixel
+        spec *= (np.sinc(sfft.fftfreq(my)[:, None] * (my / oy))
+                 * np.sinc(sfft.rfftfreq(mx)[None, :] * (mx / ox))).astype(np.float32)
     out = np.zeros((oy, ox // 2 + 1), dtype=np.complex64)
     ky = min(my, oy)
     kx = min(mx // 2, ox // 2) + 1

@@ -36,7 +36,9 @@ def _gradient_energy(image: np.ndarray) -> float:
 
 
 def test_reconstructor_pairs_layout_manifest_and_reproducibility(tmp_path: Path) -> None:
-    args = ["--kind", "reconstructor", "--n", "4", "--size", "128", "--seed", "7"]
+    # The paper's domain (phase contrast, spread cells): there the target is visibly sharper.
+    args = ["--kind", "reconstructor", "--n", "4", "--size", "128", "--seed", "7",
+            "--domain", "positive_phase", "--domain", "spread_cells"]
     first = _synth(*args, "--out", str(tmp_path / "a"))
     assert first.returncode == 0, first.stderr
     assert "wrote 4 reconstructor" in first.stdout
@@ -247,3 +249,23 @@ def test_parallel_workers_write_the_same_files(tmp_path: Path) -> None:
     assert one["items"] == two["items"]
     files = {k: v for k, v in _files(tmp_path / "one").items() if k != "manifest.json"}
     assert files == {k: v for k, v in _files(tmp_path / "two").items() if k != "manifest.json"}
+
+
+def test_cleanup_of_a_data_set_from_the_previous_synth_version(tmp_path: Path) -> None:
+    """A version-1 manifest lists its files without hashes: those files go, others stay,
+    and a manifest path outside the data folders is never touched."""
+    out = tmp_path / "old"
+    (out / "focused").mkdir(parents=True)
+    (out / "defocused").mkdir()
+    for rel in ("focused/000000.tif", "defocused/000001.tif", "focused/mine.tif"):
+        tifffile.imwrite(out / rel, np.zeros((8, 8), np.uint8))
+    outside = tmp_path / "precious.tif"
+    outside.write_bytes(b"keep")
+    items = [{"path": "focused/000000.tif", "label": "focused"}, {"path": "defocused/000001.tif"},
+             {"path": "../precious.tif"}]
+    (out / "manifest.json").write_text(json.dumps({"format": "refocusd-synth", "version": 1, "kind": "classifier",
+                                                   "n": 2, "items": items}))
+    manifest = generate_dataset(out, SynthRequest(kind="classifier", n=1, size=32))
+    assert manifest["kept_files"] == ["focused/mine.tif"]
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.tif")) == ["focused/000000.tif", "focused/mine.tif"]
+    assert outside.read_bytes() == b"keep"

@@ -44,7 +44,7 @@ format = "json"
     assert len(done) == 1, [e.get("event") for e in events]
     assert set(done[0]["before"]) >= {"accuracy", "auc", "defocus_mae_um"} and "after" in done[0]
     started = next(e for e in events if e.get("event") == "daemon.started")
-    assert started["classifier"].startswith("sdcnn-calibrated@")
+    assert "-calibrated@" in started["classifier"]
     folders = list((tmp_path / "state" / "models").glob("calibrated-*"))
     assert len(folders) == 1
     card = json.loads((folders[0] / "model.json").read_text())

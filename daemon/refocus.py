@@ -321,17 +321,18 @@ class PredictRefocus:
         return self._refine_or_sweep(stage, steps, origin, frames=1)
 
     def _probe_side(self, stage: StageControl, here: RefocusStep, origin: float) -> tuple[float, RefocusStep]:
-        """Probe below by the estimated |defocus| (or ``probe_um``); the two planes'
-        magnitudes then place focus (:func:`triangulate`), or failing that the nearer side
-        wins. Returns the z to settle on and the probe plane."""
+        """Probe below by the estimated |defocus| (or ``probe_um``); keep it if it is
+        focused or nearer focus, else go above. Returns the z to settle on and the probe."""
         distance = _magnitude(here) or self._probe
         below = self._clamp(here.z_um - distance, origin)
         probe = self._snap("probe", stage, below)
+        if probe.focused:
+            return below, probe
         if _signed(probe.defocus_um, probe.sigma_um):  # the probe's own estimate is usable
             return self._clamp(below - probe.defocus_um, origin), probe
-        focus = triangulate([here, probe])
-        if focus is not None:
-            return self._clamp(focus, origin), probe
+        # Two unsigned magnitudes cannot tell which side of the probe focus lies (and a
+        # network's σ is a rough magnitude): keep the nearer plane; a later attempt
+        # triangulates from three.
         if _closer(probe, here):
             return below, probe
         return self._clamp(here.z_um + distance, origin), probe

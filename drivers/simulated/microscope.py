@@ -323,7 +323,8 @@ class SimulatedMicroscope:
         last field of a 96-well plate is due a minute or more after the first; its deadline
         counts from then. Time spent re-focusing makes the rest of the pass run late.
         """
-        per_field = self.autofocus_device.scan_s + self.settings.exposure_s
+        # The autofocus scan, its settling move onto the focus it found, the exposure.
+        per_field = self.autofocus_device.scan_s + self.settings.settle_s + self.settings.exposure_s
         speed, settle = self.settings.xy_speed_um_per_s, self.settings.settle_s
         offsets, due = [], 0.0
         for i, site in enumerate(self.sites):

@@ -60,6 +60,7 @@ def main() -> None:
     parser.add_argument("--tolerance", type=float, default=1.5)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=float, default=None, help="fine-tuning learning rate (default: the trainer's)")
     args = parser.parse_args()
 
     from refocusd.daemon.self_calibration import read_zstack, self_calibrate
@@ -78,7 +79,7 @@ def main() -> None:
     series = [type(s)(s.name, s.z_um, s.planes, args.pixel_um) for s in series]
     began = time.perf_counter()
     report = self_calibrate(series, out=work / "model", tolerance_um=args.tolerance, epochs=args.epochs,
-                            sample=f"simulated {args.mode}")
+                            sample=f"simulated {args.mode}", learning_rate=args.lr)
     print(json.dumps({"bench": "self_calibration", "mode": args.mode, "positions": args.positions,
                       "planes_per_position": len(offsets), "render_s": round(render_s, 1),
                       "calibrate_wall_s": round(time.perf_counter() - began, 1), **report.as_dict()}))

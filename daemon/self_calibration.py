@@ -206,6 +206,7 @@ def self_calibrate(
     measure: str = "normalized_variance",
     sample: str = "",
     seed: int = 0,
+    learning_rate: float | None = None,
     stop: threading.Event | None = None,
 ) -> CalibrationReport:
     """Label, fine-tune ``base`` on all positions but the last, score the last before and
@@ -241,7 +242,7 @@ def self_calibrate(
     with tempfile.TemporaryDirectory(prefix="refocusd-calibrate-") as tmp:
         data = Path(tmp)
         _write_training_folder(data, train, pixel_size)
-        result = _fine_tune(base, data, Path(out), epochs=epochs, seed=seed, stop=stop)
+        result = _fine_tune(base, data, Path(out), epochs=epochs, seed=seed, learning_rate=learning_rate, stop=stop)
     after = score_held_out(load_classifier(str(out), device="cpu"), held, pixel_size)
     seconds = time.perf_counter() - began
     details = {
@@ -253,6 +254,7 @@ def self_calibrate(
         "tolerance_um": tolerance_um,
         "measure": measure,
         "epochs": epochs,
+        "learning_rate": learning_rate,
     }
     _write_card_metrics(Path(out), load_card(Path(out)), {
         "self_calibration": {**details, "peaks_um": peaks, "held_out": held_name,
@@ -280,7 +282,8 @@ def _write_training_folder(data: Path, planes: Sequence[LabelledPlane], pixel_si
     (data / "manifest.json").write_text(json.dumps({"kind": "classifier", "items": items}), encoding="utf-8")
 
 
-def _fine_tune(base: str, data: Path, out: Path, *, epochs: int, seed: int, stop: threading.Event | None) -> Any:
+def _fine_tune(base: str, data: Path, out: Path, *, epochs: int, seed: int, learning_rate: float | None,
+               stop: threading.Event | None) -> Any:
     """Transfer learning from ``base``: the crop classifier and its defocus head when the
     base is one, else the whole-frame SDCNN (classification only)."""
     from refocusd.models.store import check_model
@@ -292,7 +295,8 @@ def _fine_tune(base: str, data: Path, out: Path, *, epochs: int, seed: int, stop
 
         return train_crop_classifier(
             CropTrainConfig(data=(data,), out=out, base=base, epochs=epochs, seed=seed,
-                            name=f"{card.name}-calibrated", command="refocusd calibrate"),
+                            learning_rate=learning_rate, name=f"{card.name}-calibrated",
+                            command="refocusd calibrate"),
             stop=stop,
         )
     return train_classifier(

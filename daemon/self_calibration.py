@@ -175,13 +175,19 @@ def label_planes(series: ZSeries, peak_um: float, tolerance_um: float) -> list[L
 # ---------------------------------------------------------------------------- scoring
 
 
-def score_held_out(classifier: Any, planes: Sequence[LabelledPlane], pixel_size_um: float | None) -> HeldOutScores:
+def score_held_out(classifier: Any, planes: Sequence[LabelledPlane], pixel_size_um: float | None,
+                   threshold: float | None = None) -> HeldOutScores:
+    """Accuracy (at the classifier's own threshold, or ``threshold`` on p_focused), AUC and
+    mean |defocus error| on ``planes``."""
     from refocusd.models.evaluation import roc_auc
 
     verdicts = [classifier.classify(p.pixels, pixel_size_um=pixel_size_um) for p in planes]
     truth = np.array([p.focused for p in planes])
-    predicted = np.array([v.label == "focused" for v in verdicts])
     p_focused = np.array([v.p_focused for v in verdicts])
+    if threshold is None:
+        predicted = np.array([v.label == "focused" for v in verdicts])
+    else:
+        predicted = p_focused >= threshold
     auc = roc_auc(p_focused, truth) if 0 < truth.sum() < len(truth) else None
     errors = [abs(v.defocus_um - p.defocus_um) for v, p in zip(verdicts, planes, strict=True)
               if v.defocus_um is not None]
@@ -243,7 +249,9 @@ def self_calibrate(
         data = Path(tmp)
         _write_training_folder(data, train, pixel_size)
         result = _fine_tune(base, data, Path(out), epochs=epochs, seed=seed, learning_rate=learning_rate, stop=stop)
-    after = score_held_out(load_classifier(str(out), device="cpu"), held, pixel_size)
+    calibrated = load_classifier(str(out), device="cpu")
+    threshold = _fit_p_threshold(calibrated, train, pixel_size)
+    after = score_held_out(calibrated, held, pixel_size, threshold)
     seconds = time.perf_counter() - began
     details = {
         "sample": sample,
@@ -257,14 +265,27 @@ def self_calibrate(
         "learning_rate": learning_rate,
     }
     _write_card_metrics(Path(out), load_card(Path(out)), {
-        "self_calibration": {**details, "peaks_um": peaks, "held_out": held_name,
+        "self_calibration": {**details, "peaks_um": peaks, "held_out": held_name, "threshold": threshold,
                              "before": before.as_dict(), "after": after.as_dict(), "seconds": round(seconds, 2)},
     })
     report = CalibrationReport(Path(out), result.card.model_id, peaks, before, after, held_name, len(train),
-                               seconds, details)
+                               seconds, {**details, "threshold": threshold})
     log.info("calibrate.fine_tuned", before=before.as_dict(), after=after.as_dict(), seconds=round(seconds, 1),
              folder=str(out))
     return report
+
+
+def _fit_p_threshold(classifier: Any, planes: Sequence[LabelledPlane], pixel_size_um: float | None) -> float:
+    """The p_focused threshold that sorts the training planes best (the sample's own
+    operating point: a new kind of sample can rank planes perfectly yet sit on one side of
+    0.5). Use it as ``[models] threshold``; ``on_start`` does."""
+    from refocusd.daemon.focus_measure_classifier import fit_threshold
+
+    p = [classifier.classify(x.pixels, pixel_size_um=pixel_size_um).p_focused for x in planes]
+    focused = [v for v, x in zip(p, planes, strict=True) if x.focused]
+    defocused = [v for v, x in zip(p, planes, strict=True) if not x.focused]
+    threshold, _ = fit_threshold(focused, defocused)
+    return float(np.clip(threshold, 1e-6, 1 - 1e-6))
 
 
 def _write_training_folder(data: Path, planes: Sequence[LabelledPlane], pixel_size_um: float | None) -> None:

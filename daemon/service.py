@@ -267,8 +267,10 @@ class Service:
             log.warning("calibrate.failed", error=str(exc), classifier=classifier.model_id)
             return classifier
         log.info("calibrate.done", folder=str(out), before=report.before.as_dict(), after=report.after.as_dict(),
-                 held_out=report.held_out, seconds=round(report.seconds, 1))
-        return load_classifier(str(out), device=s.models.device, threshold=s.models.threshold,
+                 held_out=report.held_out, threshold=round(report.details["threshold"], 6),
+                 seconds=round(report.seconds, 1))
+        # The sample's own operating point, fitted on the calibration planes.
+        return load_classifier(str(out), device=s.models.device, threshold=report.details["threshold"],
                                mixed_precision=s.models.mixed_precision)
 
     def run(self) -> RunSummary:

@@ -152,7 +152,7 @@ def _fine_tune(series, out: Path, base: str, tolerance: float, epochs: int, meas
         f"fine-tuned on {report.train_planes} planes in {report.seconds:.0f} s → {out}\n"
         f"held out {report.held_out}: accuracy {b.accuracy:.3f} → {a.accuracy:.3f}, "
         f"AUC {_fmt(b.auc)} → {_fmt(a.auc)}, defocus error {_fmt(b.defocus_mae_um)} → {_fmt(a.defocus_mae_um)} µm\n"
-        f"use it with [models] classifier = \"{out}\""
+        f"use it with [models] classifier = \"{out}\" and threshold = {report.details['threshold']:.6g}"
     )
 
 

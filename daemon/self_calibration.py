@@ -184,10 +184,7 @@ def score_held_out(classifier: Any, planes: Sequence[LabelledPlane], pixel_size_
     verdicts = [classifier.classify(p.pixels, pixel_size_um=pixel_size_um) for p in planes]
     truth = np.array([p.focused for p in planes])
     p_focused = np.array([v.p_focused for v in verdicts])
-    if threshold is None:
-        predicted = np.array([v.label == "focused" for v in verdicts])
-    else:
-        predicted = p_focused >= threshold
+    predicted = np.array([v.label == "focused" for v in verdicts]) if threshold is None else p_focused >= threshold
     auc = roc_auc(p_focused, truth) if 0 < truth.sum() < len(truth) else None
     errors = [abs(v.defocus_um - p.defocus_um) for v, p in zip(verdicts, planes, strict=True)
               if v.defocus_um is not None]

@@ -39,7 +39,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from refocusd.config import load_settings
-    from refocusd.daemon.logging import configure_logging
+    from refocusd.daemon.ops.logging import configure_logging
     from refocusd.daemon.service import Service
 
     work = Path(tempfile.mkdtemp(prefix="refocusd-bench-"))

@@ -40,7 +40,7 @@ def frames(n: int, size: int) -> list[np.ndarray]:
 def throughput(n_workers: int, work: list[np.ndarray]) -> float:
     from distributed import LocalCluster
 
-    from refocusd.daemon.dask_backend import DaskReconstructor
+    from refocusd.daemon.output.dask_backend import DaskReconstructor
 
     with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
                       dashboard_address=None, silence_logs=40) as cluster:
@@ -72,7 +72,7 @@ def classify_latencies(classifier: Any, frame: np.ndarray, n: int) -> list[float
 def latency_under_load(n_workers: int, work: list[np.ndarray], repeats: int) -> dict[str, float]:
     from distributed import LocalCluster
 
-    from refocusd.daemon.dask_backend import DaskReconstructor
+    from refocusd.daemon.output.dask_backend import DaskReconstructor
     from refocusd.models.runtime import load_classifier
 
     classifier = load_classifier("default", device="cpu")
@@ -113,7 +113,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    from refocusd.daemon.logging import configure_logging
+    from refocusd.daemon.ops.logging import configure_logging
 
     configure_logging(level="warning")
     work = frames(args.frames, args.size)

@@ -48,7 +48,7 @@ def main() -> None:
 
     from refocusd.config import load_settings
     from refocusd.config.settings import MicroManagerSettings, TimelapseSettings
-    from refocusd.daemon.logging import configure_logging
+    from refocusd.daemon.ops.logging import configure_logging
     from refocusd.daemon.service import Service
     from refocusd.drivers.micromanager import CoreSession, load_sequence, plan_steps
     from refocusd.drivers.micromanager.calibrate import calibrate

@@ -87,7 +87,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="Also print all figures as one JSON line.")
     args = parser.parse_args()
 
-    from refocusd.daemon.logging import configure_logging
+    from refocusd.daemon.ops.logging import configure_logging
 
     configure_logging(level="warning", stream=sys.stderr)
     from refocusd.models.runtime import load_classifier, load_reconstructor

@@ -57,7 +57,7 @@ def main() -> None:
     import tifffile
 
     from refocusd.config import load_settings
-    from refocusd.daemon.logging import configure_logging
+    from refocusd.daemon.ops.logging import configure_logging
     from refocusd.daemon.service import Service
 
     work = Path(tempfile.mkdtemp(prefix="refocusd-nis-bench-"))
@@ -92,6 +92,9 @@ def main() -> None:
         # The watcher alone (settle → hash → read), no classifier: its own capacity.
         from refocusd.drivers.nis import NisExportFolder, open_fingerprints
 
+        from refocusd.daemon.state.ledger import Ledger
+
+        Ledger.open(work / "state" / "l.sqlite").close()  # its migrations create the fingerprints table
         driver = NisExportFolder(settings.driver.nis, fingerprints=open_fingerprints(work / "state" / "l.sqlite"),
                                  stop=stop)
 

@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 
 from refocusd.config import load_settings
-from refocusd.daemon.ledger import LEDGER_FILE, FrameRecord, Ledger
-from refocusd.daemon.metrics import MeteredClassifier, ServiceMetrics
-from refocusd.daemon.supervision import Supervisor
+from refocusd.daemon.state.ledger import LEDGER_FILE, FrameRecord, Ledger
+from refocusd.daemon.ops.metrics import MeteredClassifier, ServiceMetrics
+from refocusd.daemon.ops.supervision import Supervisor
 from refocusd.models import Verdict
 
 REFOCUSD = [sys.executable, "-m", "refocusd.daemon.cli"]

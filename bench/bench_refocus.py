@@ -69,10 +69,10 @@ def run_plate(args, classifier, strategy_name: str, work: Path, *, memory: bool,
     from structlog.testing import capture_logs
 
     from refocusd.config.settings import RefocusSettings
-    from refocusd.daemon.focus_surface import FocusSurfaceMemory
-    from refocusd.daemon.ledger import Ledger
-    from refocusd.daemon.refocus import build_strategy
-    from refocusd.daemon.runner import Runner, RunnerOptions
+    from refocusd.daemon.core.focus_surface import FocusSurfaceMemory
+    from refocusd.daemon.state.ledger import Ledger
+    from refocusd.daemon.core.refocus import build_strategy
+    from refocusd.daemon.core.runner import Runner, RunnerOptions
 
     scope = make_scope(args, work, miss_rate=miss_rate, capture_um=capture_um)
     truth = Truth(scope)
@@ -146,7 +146,7 @@ def main() -> None:
     parser.add_argument("--part", choices=("both", "predict", "memory"), default="both")
     args = parser.parse_args()
 
-    from refocusd.daemon.logging import configure_logging
+    from refocusd.daemon.ops.logging import configure_logging
     from refocusd.models.runtime import load_classifier
 
     configure_logging(level="warning", fmt="json")

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from refocusd.config.errors import UsageError
 from refocusd.config.settings import (
     DriverSettings,
     HealthSettings,
@@ -33,8 +34,10 @@ ENV_PREFIX = "REFOCUSD_"
 CONFIG_ENV = "REFOCUSD_CONFIG"  # the configuration file's path (CLI --config), not a setting
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError, ValueError):
     """The configuration is invalid. ``problems`` holds one line per bad key."""
+
+    label = "configuration error"
 
     def __init__(self, source: str, problems: list[str]) -> None:
         self.source = source

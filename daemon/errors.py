@@ -1,5 +1,10 @@
 """Typed errors of the daemon's layers that the CLI reports (kept free of heavy imports)."""
 
 
-class BackendUnavailable(RuntimeError):
+from refocusd.config.errors import RefocusdError
+
+
+class BackendUnavailable(RefocusdError, RuntimeError):
     """The reconstruction backend cannot run jobs (Dask scheduler unreachable, no workers)."""
+
+    label = "reconstruction backend error"

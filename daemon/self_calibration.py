@@ -28,7 +28,7 @@ import numpy as np
 import structlog
 import tifffile
 
-from refocusd.daemon.focus_measures import FOCUS_MEASURES
+from refocusd.models.focus_measures import FOCUS_MEASURES
 
 log = structlog.get_logger(__name__)
 
@@ -276,7 +276,7 @@ def _fit_p_threshold(classifier: Any, planes: Sequence[LabelledPlane], pixel_siz
     """The p_focused threshold that sorts the training planes best (the sample's own
     operating point: a new kind of sample can rank planes perfectly yet sit on one side of
     0.5). Use it as ``[models] threshold``; ``on_start`` does."""
-    from refocusd.daemon.focus_measure_classifier import fit_threshold
+    from refocusd.models.focus_measure_classifier import fit_threshold
 
     p = [classifier.classify(x.pixels, pixel_size_um=pixel_size_um).p_focused for x in planes]
     focused = [v for v, x in zip(p, planes, strict=True) if x.focused]

@@ -24,24 +24,17 @@ from typing import TextIO
 import structlog
 
 from refocusd.config import Settings
-from refocusd.daemon.focus_measure_classifier import is_focus_measure_spec, load_focus_measure_classifier
-from refocusd.daemon.ledger import LEDGER_FILE, Ledger
-from refocusd.daemon.policy import Reason
-from refocusd.daemon.focus_surface import FocusSurfaceMemory
-from refocusd.daemon.refocus import build_strategy
-from refocusd.daemon.runner import FrameOutcome, Runner, RunnerOptions
-from refocusd.daemon.supervision import Supervisor
-from refocusd.daemon.worker import ReconstructionWorker
-from refocusd.drivers import (
-    CalibrationSource,
-    Clock,
-    DriverError,
-    Microscope,
-    OutcomeAware,
-    SimulatedClock,
-    StopAware,
-    SystemClock,
-)
+from refocusd.config.errors import RefocusdError
+from refocusd.daemon.state.ledger import LEDGER_FILE, Ledger
+from refocusd.daemon.vocabulary import Reason
+from refocusd.daemon.factories import build_backend, build_classifier, build_driver
+from refocusd.daemon.core.listeners import CallbackListener, DriverCommit, OutcomeListeners
+from refocusd.daemon.core.focus_surface import FocusSurfaceMemory
+from refocusd.daemon.core.refocus import build_strategy
+from refocusd.daemon.core.runner import FrameOutcome, Runner, RunnerOptions
+from refocusd.daemon.ops.supervision import Supervisor
+from refocusd.daemon.output.worker import ReconstructionWorker
+from refocusd.drivers import CalibrationSource, Clock, Microscope, OutcomeAware, SimulatedClock, StopAware, SystemClock
 from refocusd.models import FocusClassifier, FrameReconstructor
 from refocusd.models.store import check_model
 
@@ -65,7 +58,7 @@ class RunSummary:
         return asdict(self)
 
 
-class StateDirBusy(RuntimeError):
+class StateDirBusy(RefocusdError, RuntimeError):
     """Another refocusd process is using the same state folder."""
 
 
@@ -87,53 +80,6 @@ def hold_state_lock(state_dir: Path) -> TextIO:
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
-
-
-def build_simulated(settings: Settings, clock: Clock) -> Microscope:
-    from refocusd.drivers.simulated import SimulatedMicroscope
-
-    sim = settings.driver.simulated
-    return SimulatedMicroscope(
-        sim,
-        settings.plate,
-        settings.timelapse,
-        clock=clock,
-        data_dir=sim.data_dir,
-        experiment=settings.service.experiment,
-    )
-
-
-def build_nis(settings: Settings, clock: Clock) -> Microscope:
-    from refocusd.config.loader import writes_into_watched_folder
-    from refocusd.drivers.nis import NisExportFolder, open_fingerprints
-
-    nis = settings.driver.nis
-    conflict = writes_into_watched_folder(settings)  # settings built in code skip the loader
-    if conflict:
-        raise DriverError(conflict)
-    return NisExportFolder(
-        nis,
-        fingerprints=open_fingerprints(settings.service.state_dir / LEDGER_FILE),
-        experiment=settings.service.experiment,
-    )
-
-
-def build_micromanager(settings: Settings, clock: Clock) -> Microscope:
-    from refocusd.drivers.micromanager.factory import build
-
-    return build(settings, clock)
-
-
-# One factory per `driver.kind`; each imports its driver lazily (pycromanager, watchdog...).
-DRIVER_FACTORIES: dict[str, Callable[[Settings, Clock], Microscope]] = {
-    "simulated": build_simulated,
-    "nis": build_nis,
-    "micromanager": build_micromanager,
-}
-
-
-def build_driver(settings: Settings, clock: Clock) -> Microscope:
-    return DRIVER_FACTORIES[settings.driver.kind](settings, clock)
 
 
 def default_clock(settings: Settings, stop: threading.Event) -> Clock:
@@ -168,14 +114,13 @@ class Service:
         self.startup_s = 0.0
         self._lock: TextIO | None = None
         self._closers: list[Callable[[], None]] = []
-        # health.json, metrics, sd_notify and SIGHUP reloads (daemon/supervision.py)
+        # health.json, metrics, sd_notify and SIGHUP reloads (daemon/ops/supervision.py)
         self.supervisor = Supervisor(settings, config_path=config_path, reload_requested=reload_requested)
 
     def start(self) -> None:
         """Check the models, load the classifier, open the ledger (recovering what a crash
         left behind), connect the driver, start the reconstruction worker."""
         began = time.perf_counter()
-        from refocusd.models.runtime import load_classifier  # TensorFlow loads here
         from refocusd.models.sampling import with_default_pixel_size
 
         s = self.settings
@@ -183,17 +128,10 @@ class Service:
         # The reconstructor loads on the first job; its model must at least exist and
         # match its card now, or the service would fail every job hours later.
         check_model(s.models.reconstructor, "reconstructor")
-        classifier: FocusClassifier
-        if is_focus_measure_spec(s.models.classifier):  # a calibration from `refocusd calibrate`
-            classifier = load_focus_measure_classifier(s.models.classifier, threshold=s.models.threshold)
-        else:
-            classifier = load_classifier(
-                s.models.classifier,
-                device=s.models.device,
-                threshold=s.models.threshold,
-                mixed_precision=s.models.mixed_precision,
-                crops=s.models.crops,
-            )
+        classifier = build_classifier(
+            s.models.classifier, device=s.models.device, threshold=s.models.threshold,
+            mixed_precision=s.models.mixed_precision, crops=s.models.crops,
+        )
         classifier = with_default_pixel_size(classifier, s.models.pixel_size_um)
         self._lock = hold_state_lock(s.service.state_dir)
         self.ledger = Ledger.open(s.service.state_dir / LEDGER_FILE)
@@ -204,9 +142,13 @@ class Service:
             classifier = self._calibrate_on_start(classifier)
         if isinstance(self._driver, StopAware):
             self._driver.bind_stop(self.stop)
-        on_outcome = self._outcome
+        # The driver commits first (the NIS operator alert), then metrics, then the caller.
+        listeners = OutcomeListeners()
         if isinstance(self._driver, OutcomeAware):
-            on_outcome = _tell_driver(self._driver, self._outcome)
+            listeners.add(DriverCommit(self._driver))
+        listeners.add(self.supervisor)
+        if self._on_outcome is not None:
+            listeners.add(CallbackListener(self._on_outcome))
         load_reconstructor, threads = self._reconstruction_backend()
         self.worker = ReconstructionWorker(
             ledger=self.ledger,
@@ -231,7 +173,7 @@ class Service:
                 spool_dir=s.service.state_dir / "spool",
             ),
             stop=self.stop,
-            on_outcome=on_outcome,
+            on_outcome=listeners,
             focus_memory=FocusSurfaceMemory() if s.refocus.focus_memory else None,
         )
         self.worker.start()
@@ -324,51 +266,21 @@ class Service:
             self._lock = None
 
     def _reconstruction_backend(self) -> tuple[Callable[[], FrameReconstructor], int]:
-        """How jobs get a reconstructor, and how many run at once."""
-        r, m = self.settings.reconstruction, self.settings.models
-        if r.backend == "dask":
-            from refocusd.daemon.dask_backend import DaskReconstructor
-
-            # Connect now: an unreachable cluster is a start-up error, not N failed jobs.
-            remote = DaskReconstructor.connect(r.dask_scheduler or "", m.reconstructor, device=m.device)
-            self._closers.append(remote.close)
-            metered = self.supervisor.wrap_reconstructor(remote)
-            return (lambda: metered), r.workers or remote.threads
-
-        def load_local() -> FrameReconstructor:
-            from refocusd.models.runtime import load_reconstructor
-
-            reconstructor = load_reconstructor(m.reconstructor, device=m.device, mixed_precision=m.mixed_precision)
-            return self.supervisor.wrap_reconstructor(reconstructor)
-
-        return load_local, r.workers or 1
-
-    def _outcome(self, outcome: FrameOutcome) -> None:
-        self.supervisor.on_outcome(outcome.label, outcome.outcome, outcome.attempts)
-        if self._on_outcome is not None:
-            self._on_outcome(outcome)
+        """How jobs get a (metered) reconstructor, and how many run at once."""
+        backend = build_backend(self.settings)
+        self._closers.append(backend.close)
+        return (lambda: self.supervisor.wrap_reconstructor(backend.reconstructor())), backend.threads
 
     def _recover(self) -> None:
         assert self.ledger is not None
         requeued = self.ledger.requeue_running()
         interrupted = self.ledger.recover_interrupted(
-            Reason.INTERRUPTED.value,
+            Reason.INTERRUPTED,
             max_attempts=self.settings.reconstruction.max_attempts,
-            payload_extra={"source_root": _as_str(self.settings.driver.source_root)},
+            source_root=_as_str(self.settings.driver.source_root),
         )
         if requeued or interrupted:
             log.warning("daemon.recovered", jobs_requeued=requeued, refocus_interrupted=interrupted)
-
-
-def _tell_driver(
-    driver: OutcomeAware, then: Callable[[FrameOutcome], None] | None
-) -> Callable[[FrameOutcome], None]:
-    def on_outcome(outcome: FrameOutcome) -> None:
-        driver.observe_outcome(outcome.source, outcome.label, outcome.outcome)
-        if then is not None:
-            then(outcome)
-
-    return on_outcome
 
 
 def _as_str(path: Path | None) -> str | None:

@@ -13,9 +13,13 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from refocusd.config.errors import RefocusdError
 
-class DriverError(RuntimeError):
+
+class DriverError(RefocusdError, RuntimeError):
     """The microscope or frame source failed (hardware error, lost connection)."""
+
+    label = "microscope error"
 
 
 class FrameUnreadable(DriverError):

@@ -87,6 +87,7 @@ def library_versions() -> LibraryVersions:
     tf = sys.modules.get("tensorflow")
     return LibraryVersions(
         python=".".join(map(str, sys.version_info[:3])),
+        # getattr: the "tensorflow" entry of sys.modules may be a lazy placeholder
         tensorflow=getattr(tf, "__version__", None) or version(*_TF_DISTRIBUTIONS),
         keras=version("keras"),
         numpy=version("numpy"),

@@ -23,10 +23,11 @@ import numpy as np
 import structlog
 
 from refocusd.models.api import ModelError
+from refocusd.models.frame_checks import InvalidFrame
+from refocusd.models.images import IMAGE_SUFFIXES, UnreadableImage, is_image_file, read_plane
 
 log = structlog.get_logger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".tif", ".tiff", ".png", ".jpg", ".jpeg"})
 FOCUSED, DEFOCUSED = 0, 1  # class indices: the SDCNN's softmax index 0 is "focused"
 CLASS_FOLDERS = ("focused", "defocused")
 PAIR_FOLDERS = ("input", "target")
@@ -37,50 +38,20 @@ _MANIFEST_INLINE_LIMIT = 2_000  # characters; longer lists (per-file records) ar
 class DatasetError(ModelError):
     """A data folder is missing, empty, mis-paired or holds an unreadable image."""
 
+    label = "data error"
+
 
 def read_image(path: Path) -> np.ndarray:
     """One 2-D frame as ``(H, W)`` or ``(H, W, 3)``, in the file's own dtype.
 
-    Leading singleton axes are dropped, planar RGB ``(3, H, W)`` is made interleaved and an
-    alpha channel is discarded; anything else (a z-stack, a time series) is rejected because
-    a training sample is one frame.
+    Read by the one image reader (:func:`refocusd.models.images.read_plane`) with the one
+    set of frame rules; a file of several planes (a z-stack, a time series) is rejected
+    because a training sample is one frame.
     """
-    suffix = path.suffix.lower()
     try:
-        if suffix in (".tif", ".tiff"):
-            import tifffile
-
-            pixels = np.asarray(tifffile.imread(path))
-        else:
-            from PIL import Image
-
-            with Image.open(path) as image:
-                if image.mode in ("P", "PA", "CMYK", "YCbCr", "LA", "1"):
-                    image = image.convert("RGBA" if "A" in image.mode else "RGB")
-                pixels = np.asarray(image)
-    except Exception as exc:  # any decoder failure means "unreadable": name the file
-        raise DatasetError(f"unreadable image {path}: {type(exc).__name__}: {exc}") from exc
-    return _as_frame(pixels, path)
-
-
-def _as_frame(pixels: np.ndarray, path: Path) -> np.ndarray:
-    while pixels.ndim > 2 and pixels.shape[0] == 1:
-        pixels = pixels[0]
-    if pixels.ndim == 3 and pixels.shape[0] in (3, 4) and pixels.shape[-1] not in (3, 4):
-        pixels = np.moveaxis(pixels, 0, -1)
-    if pixels.ndim == 3 and pixels.shape[-1] == 4:
-        pixels = pixels[..., :3]
-    if pixels.ndim == 3 and pixels.shape[-1] == 1:
-        pixels = pixels[..., 0]
-    if not (pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[-1] == 3)):
-        raise DatasetError(
-            f"unreadable image {path}: expected one mono or RGB frame, got shape {pixels.shape}"
-        )
-    if pixels.shape[0] < 8 or pixels.shape[1] < 8:
-        raise DatasetError(f"unreadable image {path}: frame {pixels.shape[:2]} is too small")
-    if not (np.issubdtype(pixels.dtype, np.integer) or np.issubdtype(pixels.dtype, np.floating)):
-        raise DatasetError(f"unreadable image {path}: unsupported pixel type {pixels.dtype}")
-    return pixels
+        return read_plane(path, page=None)
+    except (UnreadableImage, InvalidFrame) as exc:
+        raise DatasetError(f"unreadable image {path}: {exc}") from exc
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -88,7 +59,7 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(
         p
         for p in folder.iterdir()
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+        if p.is_file() and is_image_file(p)
     )
 
 

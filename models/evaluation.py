@@ -23,6 +23,8 @@ import numpy as np
 import structlog
 from pydantic import BaseModel, ConfigDict
 
+from refocusd.config.files import atomic_write
+from refocusd.models.api import FocusClassifier
 from refocusd.models.datasets import (
     DEFOCUSED,
     FOCUSED,
@@ -286,7 +288,7 @@ def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
-def _p_focused(classifier: Any, frames: Sequence[np.ndarray]) -> list[float]:
+def _p_focused(classifier: FocusClassifier, frames: Sequence[np.ndarray]) -> list[float]:
     return [v.p_focused for v in classifier.classify_batch(list(frames))]
 
 
@@ -480,8 +482,6 @@ def record_report(folder: Path | str, key: str, report: BaseModel) -> Path:
     """Store ``report`` in ``folder``'s card under ``metrics[key]`` (weights untouched, so
     their SHA-256 still matches). Written to a temporary file and renamed."""
     import json
-    import os
-    import uuid
 
     from refocusd.models import store
     from refocusd.models.card import CARD_FILE
@@ -491,11 +491,6 @@ def record_report(folder: Path | str, key: str, report: BaseModel) -> Path:
     metrics = {**card.metrics, key: report.model_dump(mode="json")}
     updated = card.model_copy(update={"metrics": metrics})
     path = folder / CARD_FILE
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_text(json.dumps(updated.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, json.dumps(updated.model_dump(mode="json"), indent=2) + "\n")
     log.info("evaluate.recorded", folder=str(folder), key=key, model=card.model_id)
     return path

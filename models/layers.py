@@ -10,6 +10,10 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from refocusd.models.tf_import import tensorflow  # noqa: E402
+
+tensorflow()  # TensorFlow (under keras) starts without its C++ chatter on stderr
+
 import keras  # noqa: E402
 from keras import ops  # noqa: E402
 

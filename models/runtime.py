@@ -33,7 +33,6 @@ import platform  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import TYPE_CHECKING, Any, Literal  # noqa: E402
 
@@ -42,8 +41,9 @@ import structlog  # noqa: E402
 
 from refocusd.models import store, tiling  # noqa: E402
 from refocusd.models import crops as cropping  # noqa: E402
-from refocusd.models.api import CropScore, ModelError, Verdict  # noqa: E402
+from refocusd.models.api import CropScore, DeviceInfo, ModelError, Verdict, valid_threshold  # noqa: E402
 from refocusd.models.card import ModelCard  # noqa: E402
+from refocusd.models.tf_import import quiet_stderr, tensorflow  # noqa: E402
 from refocusd.models.preprocessing import (  # noqa: E402
     CLASSIFIER_INPUT_SIZE,
     as_hwc,
@@ -63,26 +63,8 @@ _NATIVE_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
 _MAX_CLASSIFIER_BATCH = 32
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceInfo:
-    """Where inference runs, and why there."""
-
-    kind: Literal["gpu", "cpu"]
-    name: str
-    reason: str
-
-    @property
-    def tf_device(self) -> str:
-        return "/GPU:0" if self.kind == "gpu" else "/CPU:0"
-
-    def describe(self) -> str:
-        return f"{self.kind}:{self.name}"
-
-
-def _tf() -> Any:
-    import tensorflow as tf
-
-    return tf
+def _tf() -> Any:  # Any: tensorflow ships no type information for its module object
+    return tensorflow()
 
 
 _device_lock = threading.Lock()
@@ -111,11 +93,10 @@ def select_device(pref: DevicePreference = "auto") -> DeviceInfo:
     if pref not in ("auto", "cpu", "gpu"):
         raise ModelError(f"device must be auto, cpu or gpu, not {pref!r}")
     tf = _tf()
-    with _device_lock:
+    with _device_lock, quiet_stderr("device query"):  # cuInit complains on CPU-only machines
         gpus = tf.config.list_physical_devices("GPU")
         for gpu in gpus:
-            # RuntimeError: already initialised by an earlier load (growth was set then).
-            with contextlib.suppress(RuntimeError):
+            with contextlib.suppress(RuntimeError):  # initialised by an earlier load: growth was set then
                 tf.config.experimental.set_memory_growth(gpu, True)
     if pref == "cpu":
         info = DeviceInfo("cpu", _cpu_name(), "cpu requested")
@@ -222,14 +203,12 @@ class Classifier(_LoadedModel):
 
     def __init__(self, model: keras.Model, card: ModelCard, device: DeviceInfo,
                  threshold: float = 0.5, *, xla: bool | None = None) -> None:
-        if not 0.0 < threshold < 1.0:
-            raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
         _check_io(model, card, (None, CLASSIFIER_INPUT_SIZE, CLASSIFIER_INPUT_SIZE, 3), (None, 2))
         self._tf = _tf()
         self._model = model
         self._card = card
         self._device = device
-        self.threshold = float(threshold)
+        self._threshold = valid_threshold(threshold)
         self._xla = device.kind == "cpu" if xla is None else xla
         self._build()
         try:
@@ -305,6 +284,14 @@ class Classifier(_LoadedModel):
         _, prepare = self._functions((frame.dtype.str, frame.shape[2]))
         with self._tf.device(self._device.tf_device):
             return prepare(frame).numpy()
+
+    @property
+    def threshold(self) -> float:
+        return self._threshold
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        self._threshold = valid_threshold(value)
 
     def classify(self, pixels: np.ndarray, *, pixel_size_um: float | None = None) -> Verdict:
         started = time.perf_counter()
@@ -644,7 +631,15 @@ class Reconstructor(_LoadedModel):
         window = tile + 2 * tiling.MARGIN
         return max(1, (8 * tiling.PAPER_INPUT_SIZE**2) // window**2)
 
-    def parameters_for(self, height: int, width: int) -> dict[str, int]:
+    @property
+    def threads(self) -> int:
+        """One frame at a time: the network already uses every core (or the GPU)."""
+        return 1
+
+    def close(self) -> None:
+        """Nothing to release: the model lives as long as the process."""
+
+    def parameters_for(self, height: int, width: int) -> dict[str, object]:
         """The tiling a ``height x width`` frame gets (recorded in provenance)."""
         tile = self.tile_for(height, width)
         return {"tile": tile, "overlap": self.overlap, "batch_size": self.batch_size_for(tile)}

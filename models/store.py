@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import uuid
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,8 +16,10 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from pydantic import ValidationError
 
+from refocusd.config.files import atomic_path, atomic_write
 from refocusd.models.api import ModelError
 from refocusd.models.card import CARD_FILE, ModelCard, ModelKind, library_versions
+from refocusd.models.tf_import import tensorflow
 
 if TYPE_CHECKING:
     import keras
@@ -128,6 +128,7 @@ def check_model(spec: str | Path, kind: ModelKind) -> ModelCard:
 def load_keras(folder: Path, card: ModelCard) -> keras.Model:
     """Verify the weights file against the card's SHA-256, then load it in safe mode."""
     path = verify_weights(folder, card)
+    tensorflow()  # imported with its C++ start-up chatter kept off stderr
     import keras
 
     import refocusd.models.layers  # noqa: F401  (registers the custom layers)
@@ -153,16 +154,11 @@ def save_model(model: keras.Model, folder: Path, card: ModelCard) -> ModelCard:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / card.weights_file
-    tmp = folder / f".{weights.stem}.{uuid.uuid4().hex}.tmp.keras"  # Keras wants .keras
-    try:
+    with atomic_path(weights, suffix=".keras") as tmp:  # Keras wants the .keras extension
         # Weights only: optimizer slots would triple a shipped file (Nadam) and nothing
         # resumes from them (fine-tuning starts a fresh schedule).
         model.save(tmp, include_optimizer=False)
         digest = sha256_file(tmp)
-        _fsync(tmp)
-        os.replace(tmp, weights)
-    finally:
-        tmp.unlink(missing_ok=True)
     data: dict[str, Any] = card.model_dump(mode="json")
     data.update(
         weights_sha256=digest,
@@ -170,23 +166,6 @@ def save_model(model: keras.Model, folder: Path, card: ModelCard) -> ModelCard:
         libraries=library_versions().model_dump(),
     )
     written = ModelCard.model_validate(data)
-    _write_text_atomic(folder / CARD_FILE, json.dumps(written.model_dump(mode="json"), indent=2))
+    atomic_write(folder / CARD_FILE, json.dumps(written.model_dump(mode="json"), indent=2) + "\n")
     log.info("models.saved", folder=str(folder), model=written.model_id, kind=written.kind)
     return written
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -36,9 +36,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import structlog  # noqa: E402
 
+from refocusd.config.errors import ExitCode
+from refocusd.models.tf_import import tensorflow  # noqa: E402
 from refocusd.models.api import ModelError  # noqa: E402
 from refocusd.models.datasets import (  # noqa: E402
-    DEFOCUSED,
     FOCUSED,
     ClassifierData,
     DatasetError,
@@ -167,9 +168,9 @@ class _Loop:
         kind: Kind,
         epochs: int,
         steps: int,
-        schedule: Any,
-        validate: Any,
-        better: Any,
+        schedule: Any,  # Any: a Keras/TensorFlow object (they ship no type hints)
+        validate: Any,  # Any: a Keras/TensorFlow object (they ship no type hints)
+        better: Any,  # Any: a Keras/TensorFlow object (they ship no type hints)
         observer: TrainingObserver | None,
         stop: threading.Event | None,
     ) -> None:
@@ -185,7 +186,7 @@ class _Loop:
         self._epoch_started = 0.0
         self._lr = math.nan
 
-    def callback(self) -> Any:
+    def callback(self) -> Any:  # Any: a Keras/TensorFlow object (they ship no type hints)
         import keras
 
         loop = self
@@ -240,6 +241,9 @@ class _Loop:
 class TrainingInterrupted(ModelError):
     """Stopped before the first training step: there is nothing worth writing."""
 
+    exit_code = ExitCode.INTERRUPTED
+    label = ""  # the message says it all
+
 
 def _raise_if_stopped(stop: threading.Event | None) -> None:
     if stop is not None and stop.is_set():
@@ -247,6 +251,7 @@ def _raise_if_stopped(stop: threading.Event | None) -> None:
 
 
 def _seed_everything(seed: int) -> None:
+    tensorflow()  # imported with its C++ start-up chatter kept off stderr
     import keras
 
     keras.utils.set_random_seed(seed)
@@ -273,10 +278,10 @@ def _load_base(base: str, kind: Kind) -> tuple[Any, Any]:
 
 def _finish(
     *,
-    model: Any,
+    model: Any,  # Any: a Keras/TensorFlow object (they ship no type hints)
     loop: _Loop,
     out: Path,
-    card: Any,
+    card: Any,  # Any: a Keras/TensorFlow object (they ship no type hints)
 ) -> TrainingResult:
     from refocusd.models import store
 
@@ -298,7 +303,7 @@ def _finish(
 
 def _training_info(
     *, data: dict[str, Any], command: str, seed: int, loop: _Loop, extra: dict[str, Any]
-) -> Any:
+) -> Any:  # Any: a Keras/TensorFlow object (they ship no type hints)
     from refocusd.models.card import TrainingInfo
 
     return TrainingInfo(
@@ -346,7 +351,7 @@ def _classifier_inputs(folder: ClassifierData) -> np.ndarray:
     return np.stack(arrays)
 
 
-def _augment(image: Any, seed: Any) -> Any:
+def _augment(image: Any, seed: Any) -> Any:  # Any: a Keras/TensorFlow object (they ship no type hints)
     """Random flips and a random 90-degree rotation (a frame's focus does not depend on
     its orientation), stateless so a seed fixes them."""
     import tensorflow as tf
@@ -359,14 +364,14 @@ def _augment(image: Any, seed: Any) -> Any:
 
 def _classifier_dataset(
     x: np.ndarray, y: np.ndarray, *, batch_size: int, seed: int, augment: bool
-) -> Any:
+) -> Any:  # Any: a Keras/TensorFlow object (they ship no type hints)
     import tensorflow as tf
 
     onehot = np.eye(2, dtype=np.float32)[y]
     ds = tf.data.Dataset.from_tensor_slices((x, onehot))
     ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).repeat().enumerate()
 
-    def prepare(index: Any, sample: Any) -> Any:
+    def prepare(index: Any, sample: Any) -> Any:  # Any: a Keras/TensorFlow object (they ship no type hints)
         image, label = sample
         if augment:
             image = _augment(image, tf.stack([tf.cast(index, tf.int32), tf.constant(seed, tf.int32)]))
@@ -399,6 +404,7 @@ def train_classifier(
     if len(train_idx) == 0:
         raise DatasetError(f"data folder {cfg.data}: no images left for training")
 
+    tensorflow()  # imported with its C++ start-up chatter kept off stderr
     import keras
     import tensorflow as tf
 
@@ -430,7 +436,7 @@ def train_classifier(
     y_val = y_all[val_idx] if len(val_idx) else y_all[train_idx]
     forward = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
 
-    def validate(net: Any) -> dict[str, float]:
+    def validate(net: Any) -> dict[str, float]:  # Any: a Keras/TensorFlow object (they ship no type hints)
         probs = []
         for start in range(0, len(x_val), 64):
             batch = x_val[start : start + 64]
@@ -554,7 +560,7 @@ def _to_rgb(batch: np.ndarray) -> np.ndarray:
 def _tile_sequence(
     pairs: Sequence[_PairArrays], *, tile: int, margin: int, batch_size: int, steps: int,
     seed: int, augment: bool,
-) -> Any:
+) -> Any:  # Any: a Keras/TensorFlow object (they ship no type hints)
     import keras
 
     class TileSequence(keras.utils.PyDataset):
@@ -603,7 +609,7 @@ def _validation_tiles(
     return _to_rgb(np.stack(xs)), _to_rgb(np.stack(ys))
 
 
-def ssim_loss(y_true: Any, y_pred: Any) -> Any:
+def ssim_loss(y_true: Any, y_pred: Any) -> Any:  # Any: a Keras/TensorFlow object (they ship no type hints)
     """The paper's loss: ``1 - SSIM(y_true, y_pred, max_val=255)``."""
     import tensorflow as tf
 
@@ -637,6 +643,7 @@ def train_reconstructor(
     train_pairs = [pairs[i] for i in train_idx]
     val_pairs = [pairs[i] for i in val_idx] or train_pairs
 
+    tensorflow()  # imported with its C++ start-up chatter kept off stderr
     import keras
     import tensorflow as tf
 
@@ -682,7 +689,7 @@ def train_reconstructor(
     )
     forward = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
 
-    def validate(net: Any) -> dict[str, float]:
+    def validate(net: Any) -> dict[str, float]:  # Any: a Keras/TensorFlow object (they ship no type hints)
         scores = []
         for start in range(0, len(x_val), cfg.batch_size):
             pred = forward(tf.constant(x_val[start : start + cfg.batch_size]))
@@ -745,7 +752,7 @@ def train_reconstructor(
     return _finish(model=model, loop=loop, out=Path(cfg.out), card=card)
 
 
-def _start_head_at(model: Any, level: float) -> None:
+def _start_head_at(model: Any, level: float) -> None:  # Any: a Keras/TensorFlow object (they ship no type hints)
     """Start the 1x1 head's bias at the targets' mean intensity.
 
     The head is clamped to 0..255 by a ReLU; from the default zero bias half its outputs
@@ -758,6 +765,6 @@ def _start_head_at(model: Any, level: float) -> None:
     head.set_weights([kernel, np.full_like(bias, level)])
 
 
-def _infer_base_filters(model: Any) -> int:
+def _infer_base_filters(model: Any) -> int:  # Any: a Keras/TensorFlow object (they ship no type hints)
     """Width of the first encoder convolution (for base models whose card lacks it)."""
     return int(model.get_layer("enc1_conv1").filters)

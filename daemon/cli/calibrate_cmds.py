@@ -68,7 +68,7 @@ def calibrate(
 
 
 def _check_arguments(config, zstack, z_step_um, measure: str, out: Path, fine_tune: bool) -> None:
-    from refocusd.daemon.focus_measures import FOCUS_MEASURES
+    from refocusd.models.focus_measures import FOCUS_MEASURES
 
     if measure not in FOCUS_MEASURES:
         err_console.print(f"unknown --measure {measure!r}; choose from {', '.join(FOCUS_MEASURES)}")
@@ -89,7 +89,7 @@ def _core_plan(config: Path, positions: int, z_range: float, z_step: float):
     import sys
 
     from refocusd.config import load_settings
-    from refocusd.daemon.logging import configure_logging
+    from refocusd.daemon.ops.logging import configure_logging
     from refocusd.drivers.micromanager import CoreSession, load_sequence
 
     settings = load_settings(config)
@@ -162,8 +162,8 @@ def _focus_measure(series, out: Path, tolerance: float, measure: str, planes_dir
 
     import tifffile
 
-    from refocusd.daemon.focus_measure_classifier import FocusMeasureCalibration, fit_threshold
-    from refocusd.daemon.focus_measures import FOCUS_MEASURES
+    from refocusd.models.focus_measure_classifier import FocusMeasureCalibration, fit_threshold
+    from refocusd.models.focus_measures import FOCUS_MEASURES
     from refocusd.daemon.self_calibration import focus_peak, label_planes
 
     score = FOCUS_MEASURES[measure]

@@ -6,49 +6,41 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from refocusd.config import ConfigError
-from refocusd.daemon.errors import BackendUnavailable
-from refocusd.drivers import DriverError
-from refocusd.models import ModelError
+from refocusd.config.errors import ExitCode, RefocusdError
 
-# Documented exit codes (README: "Exit codes").
-EXIT_OK = 0
-EXIT_FAILURES = 1  # the command ran, but some inputs failed
-EXIT_USAGE = 2  # bad configuration, bad arguments, unusable model
-EXIT_RUNTIME = 3  # the service stopped on an error it could not recover from
+# Documented exit codes (README: "Exit codes"); the errors carry theirs (config/errors.py).
+EXIT_OK = ExitCode.OK
+EXIT_FAILURES = ExitCode.FAILURES  # the command ran, but some inputs failed
+EXIT_USAGE = ExitCode.USAGE  # bad configuration, bad arguments, unusable model
+EXIT_RUNTIME = ExitCode.RUNTIME  # the service stopped on an error it could not recover from
+EXIT_INTERRUPTED = ExitCode.INTERRUPTED
 EXIT_UNHEALTHY = EXIT_FAILURES  # `refocusd status`: the service is unhealthy (monitoring)
 
 err_console = Console(stderr=True, soft_wrap=True)
 out_console = Console()
 
-
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn the errors a user can fix into one clear message and exit code 2."""
+    """Turn refocusd's typed errors into one clear message and the exit code they carry."""
     try:
         yield
     except ConfigError as exc:
-        err_console.print(f"[bold red]configuration error[/] in {exc.source}:")
+        err_console.print(f"[bold red]{exc.label}[/] in {escape(exc.source)}:")
         for problem in exc.problems:
             err_console.print(f"  - {problem}", markup=False, highlight=False)
-        raise typer.Exit(EXIT_USAGE) from None
-    except ModelError as exc:
-        err_console.print(f"[bold red]model error:[/] {exc}", highlight=False)
-        raise typer.Exit(EXIT_USAGE) from None
-    except DriverError as exc:
-        err_console.print(f"[bold red]microscope error:[/] {exc}", highlight=False)
-        raise typer.Exit(EXIT_RUNTIME) from None
-    except BackendUnavailable as exc:
-        err_console.print(f"[bold red]reconstruction backend error:[/] {exc}", highlight=False)
-        raise typer.Exit(EXIT_RUNTIME) from None
+        raise typer.Exit(exc.exit_code) from None
+    except RefocusdError as exc:
+        prefix = f"[bold red]{exc.label}:[/] " if exc.label else ""
+        err_console.print(prefix + escape(str(exc)), highlight=False)
+        raise typer.Exit(exc.exit_code) from None
 
-
-def print_json(obj: Any) -> None:
+def print_json(obj: object) -> None:
     """One JSON object per line on stdout (machine-readable output)."""
     sys.stdout.write(json.dumps(obj, default=str) + "\n")
     sys.stdout.flush()

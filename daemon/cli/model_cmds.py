@@ -22,7 +22,8 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from refocusd.daemon.frame_checks import MAX_SIDE, frame_problem
+from refocusd.models.frame_checks import InvalidFrame
+from refocusd.models.images import IMAGE_SUFFIXES, UnreadableImage, is_image_file, read_plane
 from refocusd.daemon.cli.common import (
     EXIT_FAILURES,
     EXIT_OK,
@@ -33,16 +34,14 @@ from refocusd.daemon.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from refocusd.daemon.dask_backend import DaskReconstructor
+    from refocusd.daemon.state.jobs import ReconstructionRequest
+    from refocusd.models.api import FrameReconstructor
     from refocusd.models.api import FocusClassifier
-    from refocusd.models.runtime import Reconstructor
+    from refocusd.models.runtime import DevicePreference
 
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
-_TIFF_SUFFIXES = (".tif", ".tiff")
-_STRIP_SUFFIXES = (".ome.tiff", ".ome.tif", *IMAGE_SUFFIXES)
-OUTPUT_SUFFIX = ".reconstructed.ome.tif"
 
 _MODEL_HELP = "'default' (shipped), a model folder written by `refocusd train`, or its .keras file."
+_CLASSIFIER_HELP = _MODEL_HELP[:-1] + ", or a focus-measure calibration .json written by `refocusd calibrate`."
 _DEVICE_HELP = "auto (GPU when present), cpu or gpu."
 
 
@@ -61,9 +60,7 @@ def expand_inputs(paths: list[Path]) -> Iterator[Input]:
     for path in paths:
         if path.is_dir():
             found = sorted(
-                p for p in path.rglob("*")
-                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                p for p in path.rglob("*") if p.is_file() and is_image_file(p, root=path)
             )
             if not found:
                 yield Input(path, f"folder holds no {'/'.join(s[1:] for s in IMAGE_SUFFIXES)} images")
@@ -77,75 +74,16 @@ def expand_inputs(paths: list[Path]) -> Iterator[Input]:
 
 
 def read_frame(path: Path) -> np.ndarray:
-    """One mono ``(H, W)`` or RGB ``(H, W, 3)`` frame from an image file (see module docs)."""
+    """The first plane of an image file as a frame, by the daemon's rules (see module docs)."""
     try:
-        if path.suffix.lower() in _TIFF_SUFFIXES:
-            import tifffile
-
-            with tifffile.TiffFile(path) as tif:
-                if not tif.pages:
-                    raise InputError("TIFF holds no images")
-                page = tif.pages[0]
-                _refuse_absurd_size(page.imagewidth, page.imagelength)
-                pixels = page.asarray()  # the first plane of a stack or series
-        else:
-            from PIL import Image
-
-            with Image.open(path) as image:
-                _refuse_absurd_size(*image.size)
-                image.seek(0)
-                if image.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "RGBA", "RGBX"):
-                    image = image.convert("RGB")
-                elif image.mode in ("1", "LA", "La"):
-                    image = image.convert("L")
-                pixels = np.asarray(image)
-    except InputError:
-        raise
-    except Exception as exc:  # any decoder failure on a user's file means "unreadable"
-        raise InputError(f"cannot read image: {type(exc).__name__}: {exc}") from exc
-    frame = _one_frame(np.asarray(pixels))
-    problem = frame_problem(frame)
-    if problem:
-        raise InputError(problem)
-    return frame
-
-
-def _refuse_absurd_size(width: int, height: int) -> None:
-    """Check the declared size before decoding: a corrupt header must not allocate terabytes."""
-    if max(width, height) > MAX_SIDE:
-        raise InputError(f"declares {width}x{height} pixels (more than {MAX_SIDE} per side); not read")
-
-
-def _one_frame(pixels: np.ndarray) -> np.ndarray:
-    while pixels.ndim > 2 and pixels.shape[0] == 1:
-        pixels = pixels[0]
-    if pixels.ndim == 3 and pixels.shape[0] in (3, 4) and pixels.shape[-1] not in (3, 4):
-        pixels = np.moveaxis(pixels, 0, -1)  # planar RGB
-    if pixels.ndim == 3 and pixels.shape[-1] == 4:
-        pixels = pixels[..., :3]  # drop alpha
-    if pixels.ndim == 3 and pixels.shape[-1] == 1:
-        pixels = pixels[..., 0]
-    if not (pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[-1] == 3)):
-        raise InputError(f"expected one mono or RGB frame, got an array of shape {pixels.shape}")
-    if pixels.size == 0:
-        raise InputError("image is empty")
-    if pixels.dtype.kind not in "uif":
-        raise InputError(f"unsupported pixel type {pixels.dtype}")
-    return pixels
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    lower = name.lower()
-    for suffix in _STRIP_SUFFIXES:
-        if lower.endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)]
-    return name
+        return read_plane(path, 0)
+    except (UnreadableImage, InvalidFrame) as exc:
+        raise InputError(str(exc)) from exc
 
 
 def _quiet_logging() -> None:
     # Logs go to stderr so stdout carries only the results (JSON lines or the table).
-    from refocusd.daemon.logging import configure_logging
+    from refocusd.daemon.ops.logging import configure_logging
 
     configure_logging(level="warning")
 
@@ -155,7 +93,7 @@ def _quiet_logging() -> None:
 
 def classify(
     paths: list[Path] = typer.Argument(..., help="Image files or folders of images."),
-    model: str = typer.Option("default", "--model", "-m", help=_MODEL_HELP),
+    model: str = typer.Option("default", "--model", "-m", help=_CLASSIFIER_HELP),
     json_lines: bool = typer.Option(False, "--json", help="One JSON object per input on stdout."),
     device: str = typer.Option("auto", "--device", help=_DEVICE_HELP),
     threshold: float = typer.Option(
@@ -177,7 +115,7 @@ def classify(
     µm and in which direction)."""
     _quiet_logging()
     with user_errors():
-        from refocusd.models.runtime import load_classifier
+        from refocusd.daemon.factories import build_classifier
 
         if not 0.0 < threshold < 1.0:
             err_console.print("[bold red]error:[/] --threshold must be strictly between 0 and 1")
@@ -185,8 +123,7 @@ def classify(
         if pixel_size_um is not None and not pixel_size_um > 0:
             err_console.print("[bold red]error:[/] --pixel-size-um must be > 0")
             raise typer.Exit(2)
-        classifier = load_classifier(model, device=_device(device), threshold=threshold,
-                                     crops=crops)
+        classifier = build_classifier(model, device=_device(device), threshold=threshold, crops=crops)
     rows: list[dict[str, Any]] = []
     for item in expand_inputs(paths):
         row = _classify_one(classifier, item, pixel_size_um, detail)
@@ -263,7 +200,7 @@ def reconstruct(
     claimed: dict[Path, Path] = {}
     failed = False
     try:
-        with ThreadPoolExecutor(max_workers=getattr(reconstructor, "threads", 1)) as pool:
+        with ThreadPoolExecutor(max_workers=reconstructor.threads) as pool:
             pending = []
             for item in expand_inputs(paths):
                 problem = item.problem or _claim(item, out, claimed, overwrite)
@@ -277,25 +214,27 @@ def reconstruct(
                 failed |= "error" in row
                 print_json(row)
     finally:
-        close = getattr(reconstructor, "close", None)
-        if close is not None:
-            close()
+        reconstructor.close()
     raise typer.Exit(EXIT_FAILURES if failed else EXIT_OK)
 
 
-def _reconstructor(model: str, device: Any, dask: str | None) -> Reconstructor | DaskReconstructor:
-    if dask:
-        from refocusd.daemon.dask_backend import DaskReconstructor
+def _reconstructor(model: str, device: DevicePreference, dask: str | None) -> FrameReconstructor:
+    from refocusd.daemon.factories import connect_dask, load_local_reconstructor
 
-        return DaskReconstructor.connect(dask, model, device=device)
-    from refocusd.models.runtime import load_reconstructor
+    return connect_dask(dask, model, device=device) if dask else load_local_reconstructor(model, device=device)
 
-    return load_reconstructor(model, device=device)
+
+def _request(item: Input) -> ReconstructionRequest:
+    from refocusd.daemon.state.jobs import ReconstructionRequest
+
+    return ReconstructionRequest(source_uri=str(item.path.resolve()))
 
 
 def _claim(item: Input, out: Path, claimed: dict[Path, Path], overwrite: bool) -> str | None:
     """Reserve the output path of ``item``; the reason it cannot have one, if so."""
-    target = (out / f"{_stem(item.path)}{OUTPUT_SUFFIX}").resolve()
+    from refocusd.daemon.output.pipeline import output_path
+
+    target = output_path(_request(item), out).resolve()
     if target in claimed:
         return f"output {target} would overwrite the one of {claimed[target]}"
     if target.exists() and not overwrite:  # refuse before spending seconds on the network
@@ -304,47 +243,28 @@ def _claim(item: Input, out: Path, claimed: dict[Path, Path], overwrite: bool) -
     return None
 
 
-def _reconstruct_one(reconstructor: Reconstructor | DaskReconstructor, item: Input, out: Path,
+def _reconstruct_one(reconstructor: FrameReconstructor, item: Input, out: Path,
                      run_id: str, overwrite: bool) -> dict[str, Any]:
     from refocusd.daemon.errors import BackendUnavailable
-    from refocusd.daemon.provenance import build_provenance, sha256_file
-    from refocusd.daemon.writer import WriterError, write_reconstruction
+    from refocusd.daemon.output.pipeline import reconstruct_and_write
+    from refocusd.daemon.output.writer import WriterError
     from refocusd.models.preprocessing import PixelFormatError
 
-    target = out / f"{_stem(item.path)}{OUTPUT_SUFFIX}"
-    source = item.path.resolve()
     try:
-        digest = sha256_file(item.path)  # before reading the pixels: hash what we reconstruct
-        pixels = read_frame(item.path)
-        started = time.perf_counter()
-        restored = reconstructor.reconstruct(pixels)
-        seconds = time.perf_counter() - started
-        provenance = build_provenance(
+        written = reconstruct_and_write(
+            _request(item),
+            reconstructor,
+            output_root=out,
             reason="requested: refocusd reconstruct",
-            source_path=source,
-            source_sha256=digest,
-            coords={},
-            acquired_at=None,
-            verdict=None,
-            reconstructor=reconstructor.provenance,
-            parameters={
-                **reconstructor.parameters_for(pixels.shape[0], pixels.shape[1]),
-                "input_shape": list(pixels.shape),
-                "input_dtype": str(pixels.dtype),
-                "seconds": round(seconds, 3),
-            },
             run_id=run_id,
-            device=str(reconstructor.provenance["device"]),
+            existing="overwrite" if overwrite else "refuse",
         )
-        written = write_reconstruction(
-            restored, target, provenance, source_path=source, overwrite=overwrite
-        )
-    except (InputError, PixelFormatError, WriterError, OSError, BackendUnavailable) as exc:
+    except (PixelFormatError, WriterError, OSError, BackendUnavailable) as exc:
         return {"path": str(item.path), "error": str(exc)}
-    return {"path": str(item.path), "output": str(written)}
+    return {"path": str(item.path), "output": str(written.path)}
 
 
-def _device(value: str) -> Any:
+def _device(value: str) -> DevicePreference:
     from refocusd.models.api import ModelError
 
     if value not in ("auto", "cpu", "gpu"):

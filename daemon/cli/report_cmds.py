@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from refocusd.config import load_settings
-from refocusd.daemon.cli.common import EXIT_RUNTIME, err_console, out_console, user_errors
+from refocusd.daemon.cli.common import out_console, user_errors
 from refocusd.daemon.cli.service_cmds import CONFIG_OPTION
 
 
@@ -16,18 +16,14 @@ def report(
     out: Path = typer.Option(Path("refocusd-report"), "--out", "-o", help="Folder for the CSV files and PNGs."),
 ) -> None:
     """Per experiment and plate: CSV, a plate map PNG and, for time-lapses, a timeline PNG."""
-    from refocusd.daemon.ledger import LEDGER_FILE, Ledger, LedgerError
     from refocusd.daemon.report import write_report
+    from refocusd.daemon.state.ledger import LEDGER_FILE, Ledger
 
     with user_errors():
         settings = load_settings(config)
-    path = settings.service.state_dir / LEDGER_FILE
-    try:
+        path = settings.service.state_dir / LEDGER_FILE
         with Ledger.open(path, read_only=True) as ledger:
             reports = write_report(ledger, out, rows=settings.plate.rows, columns=settings.plate.columns)
-    except LedgerError as exc:
-        err_console.print(f"[bold red]ledger error:[/] {exc}", highlight=False)
-        raise typer.Exit(EXIT_RUNTIME) from None
     if not reports:
         out_console.print(f"no frames in {path} yet", highlight=False)
     for r in reports:

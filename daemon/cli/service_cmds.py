@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import signal
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,18 +16,18 @@ from rich.table import Table
 from refocusd.config import Settings, load_settings
 from refocusd.config.loader import CONFIG_ENV, deep_merge
 from refocusd.daemon.cli.common import (
-    EXIT_RUNTIME,
     EXIT_UNHEALTHY,
     err_console,
     out_console,
     print_json,
     user_errors,
 )
-from refocusd.daemon.ledger import LEDGER_FILE
-from refocusd.daemon.logging import configure_logging
+from refocusd.daemon.state.ledger import LEDGER_FILE
+from refocusd.daemon.ops.logging import configure_logging
+from refocusd.daemon.vocabulary import Outcome
 
 if TYPE_CHECKING:
-    from refocusd.daemon.runner import FrameOutcome
+    from refocusd.daemon.core.runner import FrameOutcome
     from refocusd.daemon.service import RunSummary
 
 # The service modules are imported inside the commands so that `refocusd config ...`
@@ -60,16 +61,19 @@ def _run_service(
 ) -> RunSummary:
     total = len(settings.plate.wells or []) * settings.plate.positions_per_well * settings.timelapse.timepoints
     task = progress.add_task(label, total=total or None) if progress is not None else None
-    tally = {"reacquired": 0, "reconstruction_queued": 0, "quarantined": 0}
+    tally = Counter[str]()
 
     def on_outcome(outcome: FrameOutcome) -> None:
         if progress is None or task is None:
             return
-        tally[outcome.outcome] = tally.get(outcome.outcome, 0) + 1
+        tally[outcome.outcome] += 1
         progress.update(
             task,
             advance=1,
-            description=f"{label}  re-acquired {tally['reacquired']}  queued {tally['reconstruction_queued']}",
+            description=(
+                f"{label}  re-acquired {tally[Outcome.REACQUIRED]}"
+                f"  queued {tally[Outcome.RECONSTRUCTION_QUEUED]}"
+            ),
         )
 
     from refocusd.daemon.service import Service
@@ -161,24 +165,37 @@ def demo(
     if json_output:
         print_json(totals)
         return
-    columns = {"frames": "frames", "focused": "focused", "defocused": "defocused",
-               "reacquired": "re-acquired", "reconstructed": "reconstructed", "quarantined": "quarantined"}
-    table = Table(title="refocusd demo")
-    table.add_column("phase")
-    for header in columns.values():
-        table.add_column(header, justify="right")
-    for name, s in zip(("plate scan", "time-lapse"), summaries, strict=False):
-        table.add_row(name, *(str(getattr(s, key)) for key in columns))
-    out_console.print(table)
-    out_console.print(
-        f"wall time {totals['wall_s']:.1f} s · ledger {out / 'state' / LEDGER_FILE} · "
-        f"reconstructions {out / 'reconstructions'} · logs {out / 'logs' / 'refocusd.jsonl'}"
-    )
+    out_console.print(_demo_table(summaries, totals))
+    # One path per line: the summary stays readable in an 80-column terminal.
+    out_console.print(f"wall time    {totals['wall_s']:.1f} s", highlight=False)
+    for name, path in (("ledger", out / "state" / LEDGER_FILE), ("outputs", out / "reconstructions"),
+                       ("logs", out / "logs" / "refocusd.jsonl")):
+        out_console.print(f"{name:<12} {path}", highlight=False, soft_wrap=True)
+
+
+#: The demo table's rows: RunSummary field → label.
+_DEMO_ROWS = {"frames": "frames", "focused": "focused", "defocused": "defocused", "reacquired": "re-acquired",
+              "reconstructed": "reconstructed", "quarantined": "quarantined"}
+
+
+def _demo_table(summaries: list[RunSummary], totals: dict[str, object]) -> Table:
+    """One row per count, one column per phase: narrow enough for 80 columns."""
+    table = Table(title="refocusd demo", title_justify="left")
+    table.add_column("")
+    phases = ("plate scan", "time-lapse")[: len(summaries)]
+    for name in (*phases, "total"):
+        table.add_column(name, justify="right", no_wrap=True)
+    rows = [s.as_dict() for s in summaries]
+    for key, label in _DEMO_ROWS.items():
+        table.add_row(label, *(str(row[key]) for row in rows), str(totals[key]))
+    return table
 
 
 def _totals(summaries: list[RunSummary], *, wall_s: float) -> dict[str, object]:
-    keys = ("frames", "focused", "defocused", "reacquired", "reconstructed", "reconstruction_failed", "queued", "quarantined")
-    totals: dict[str, object] = {k: sum(getattr(s, k) for s in summaries) for k in keys}
+    keys = ("frames", "focused", "defocused", "reacquired", "reconstructed", "reconstruction_failed", "queued",
+            "quarantined")
+    rows = [s.as_dict() for s in summaries]
+    totals: dict[str, object] = {k: sum(int(row[k]) for row in rows) for k in keys}
     totals["wall_s"] = round(wall_s, 3)
     totals["runs"] = [s.run_id for s in summaries]
     return totals
@@ -197,7 +214,7 @@ def _install_signal_handlers() -> threading.Event:
 
 
 def _install_reload_handler() -> threading.Event:
-    """SIGHUP only sets a flag; the supervision thread re-reads the file (daemon/reload.py)."""
+    """SIGHUP only sets a flag; the supervision thread re-reads the file (daemon/ops/reload.py)."""
     requested = threading.Event()
     signal.signal(signal.SIGHUP, lambda _signum, _frame: requested.set())
     return requested
@@ -205,23 +222,15 @@ def _install_reload_handler() -> threading.Event:
 
 def run(config: Path = CONFIG_OPTION) -> None:
     """Run the service until its plan completes or SIGTERM/SIGINT; SIGHUP reloads (README)."""
-    from refocusd.daemon.ledger import LedgerError
-    from refocusd.daemon.metrics import MetricsUnavailable
-    from refocusd.daemon.service import StateDirBusy
-
     reload_requested = _install_reload_handler()  # first: SIGHUP's default action is to exit
     with user_errors():
         settings = load_settings(config)
         _configure_logging(settings)
         stop = _install_signal_handlers()
-        try:
-            summary = _run_service(
-                settings, stop, None, settings.service.experiment,
-                config_path=config, reload_requested=reload_requested,
-            )
-        except (LedgerError, StateDirBusy, MetricsUnavailable) as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
-            raise typer.Exit(EXIT_RUNTIME) from None
+        summary = _run_service(
+            settings, stop, None, settings.service.experiment,
+            config_path=config, reload_requested=reload_requested,
+        )
     print_json({"event": "run.summary", **summary.as_dict(), "stopped": stop.is_set()})
 
 
@@ -233,28 +242,21 @@ def status(
     ),
 ) -> None:
     """Counts, queue depth, recent errors and health; exit 1 when unhealthy (for monitoring)."""
-    from refocusd.daemon import health
-    from refocusd.daemon.ledger import Ledger, LedgerError
+    from refocusd.daemon.ops import health
+    from refocusd.daemon.state.ledger import Ledger
 
     with user_errors():
         settings = load_settings(config)
         path = settings.service.state_dir / LEDGER_FILE
-        try:
-            snapshot = health.read_health(settings.service.state_dir / health.HEALTH_FILE)
-            with Ledger.open(path, read_only=True) as ledger:
-                report = {
-                    "ledger": str(path),
-                    "counts": ledger.counts(),
-                    "queue_depth": ledger.queue_depth(),
-                    "recent_errors": ledger.recent_errors(10),
-                }
-                oldest_job = ledger.oldest_pending_job_at()
-        except LedgerError as exc:
-            err_console.print(f"[bold red]ledger error:[/] {exc}")
-            raise typer.Exit(EXIT_RUNTIME) from None
-        except health.HealthFileError as exc:
-            err_console.print(f"[bold red]health file error:[/] {exc}", highlight=False)
-            raise typer.Exit(EXIT_RUNTIME) from None
+        snapshot = health.read_health(settings.service.state_dir / health.HEALTH_FILE)
+        with Ledger.open(path, read_only=True) as ledger:
+            report = {
+                "ledger": str(path),
+                "counts": ledger.counts(),
+                "queue_depth": ledger.queue_depth(),
+                "recent_errors": ledger.recent_errors(10),
+            }
+            oldest_job = ledger.oldest_pending_job_at()
     alive = None
     if snapshot is not None:
         # What status can measure itself is fresher than the daemon's last write.

@@ -102,7 +102,7 @@ def synth(
     if list_domains:
         _list_domains()
         return
-    from refocusd.daemon.logging import configure_logging
+    from refocusd.daemon.ops.logging import configure_logging
     from refocusd.models.synth.dataset import (
         SynthError,
         SynthRequest,

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.text import Text
 
 from refocusd.daemon.cli.common import EXIT_USAGE, err_console
-from refocusd.daemon.logview import (
+from refocusd.daemon.ops.logview import (
     BadFilter,
     LogFilter,
     follow,
@@ -75,7 +75,7 @@ def _where(record: dict[str, Any]) -> str:
     return where
 
 
-def _short(value: Any) -> str:
+def _short(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     text = str(value)

@@ -29,7 +29,6 @@ from refocusd.daemon.cli.common import (
     user_errors,
 )
 
-EXIT_INTERRUPTED = 130  # the shell's convention for "stopped by SIGINT"
 
 train_app = typer.Typer(
     help="Train or fine-tune the networks on your own images (model folder out).",
@@ -49,7 +48,7 @@ _BASE_HELP = "Fine-tune from this model ('default' or a model folder) instead of
 
 def _quiet_logging(level: str) -> None:
     """Library events to stderr at ``level`` (stdout stays for results / JSON)."""
-    from refocusd.daemon.logging import configure_logging
+    from refocusd.daemon.ops.logging import configure_logging
 
     configure_logging(level=level, stream=sys.stderr)
 
@@ -57,19 +56,9 @@ def _quiet_logging(level: str) -> None:
 @contextmanager
 def _data_errors() -> Iterator[None]:
     """Data-folder problems get their own wording; everything else goes to user_errors()."""
-    from refocusd.models.datasets import DatasetError
-    from refocusd.models.training import TrainingInterrupted
-
     try:
-        with user_errors():
-            try:
-                yield
-            except DatasetError as exc:
-                err_console.print(f"[bold red]data error:[/] {exc}", highlight=False)
-                raise typer.Exit(EXIT_USAGE) from None
-            except TrainingInterrupted as exc:
-                err_console.print(f"[yellow]{exc}[/]", highlight=False)
-                raise typer.Exit(EXIT_INTERRUPTED) from None
+        with user_errors():  # data errors and interruptions carry their own label and exit code
+            yield
     except ValueError as exc:  # invalid option values the libraries reject
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(EXIT_USAGE) from None
@@ -80,7 +69,7 @@ def _ctrl_c_stops(stop: threading.Event) -> Iterator[None]:
     """First SIGINT: ask the loop to stop and save; second: the default (abort)."""
     previous = signal.getsignal(signal.SIGINT)
 
-    def handler(signum: int, frame: Any) -> None:
+    def handler(signum: int, frame: object) -> None:
         if stop.is_set():
             signal.signal(signal.SIGINT, signal.default_int_handler)
             raise KeyboardInterrupt
@@ -102,7 +91,7 @@ class _ConsoleObserver:
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
-        self.task: Any = None
+        self.task: Any = None  # Any: rich's TaskID once started
 
     def on_start(self, kind: str, epochs: int, steps_per_epoch: int, summary: dict[str, Any]) -> None:
         details = ", ".join(f"{k} {v}" for k, v in summary.items() if v is not None)
@@ -116,7 +105,7 @@ class _ConsoleObserver:
                 self.task, completed=step, description=f"epoch {epoch}/{self.epochs} loss {loss:.4f}"
             )
 
-    def on_epoch(self, report: Any) -> None:
+    def on_epoch(self, report: Any) -> None:  # Any: training.EpochReport (imported lazily with TF)
         val = "  ".join(f"val_{k} {v:.4f}" for k, v in report.val.items() if _finite(v))
         mark = " [green]*best[/]" if report.improved else ""
         self.progress.console.print(
@@ -127,7 +116,7 @@ class _ConsoleObserver:
             self.progress.reset(self.task, description=f"epoch {report.epoch + 1}/{report.epochs}")
 
 
-def _finite(value: Any) -> bool:
+def _finite(value: object) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 
 
@@ -146,7 +135,7 @@ def _command_line() -> str:
     return shlex.join(["refocusd", *sys.argv[1:]])
 
 
-def _report_training(result: Any) -> None:
+def _report_training(result: Any) -> None:  # Any: training.TrainingResult (imported lazily)
     card = result.card
     state = "interrupted, best so far" if result.interrupted else "finished"
     val = card.metrics.get("validation", {})
@@ -157,7 +146,7 @@ def _report_training(result: Any) -> None:
     )
 
 
-def _train(run: Any, cfg: Any, log_level: str) -> None:
+def _train(run: Any, cfg: Any, log_level: str) -> None:  # Any: either trainer and its config (lazy imports)
     _quiet_logging(log_level)
     stop = threading.Event()
     with _data_errors(), _ctrl_c_stops(stop), _progress() as progress:
@@ -293,7 +282,7 @@ def train_reconstructor(
 # ------------------------------------------------------------------------- evaluate
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: object) -> str:
     return f"{value:.4f}" if _finite(value) else "n/a"
 
 
@@ -414,7 +403,7 @@ def evaluate_reconstructor(
         )
 
 
-def _record(spec: str, kind: str, key: str, report: Any) -> None:
+def _record(spec: str, kind: str, key: str, report: Any) -> None:  # Any: an evaluation report (lazy import)
     from refocusd.models import store
     from refocusd.models.evaluation import record_report
 

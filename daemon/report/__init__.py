@@ -15,7 +15,7 @@ import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from refocusd.daemon.ledger import Ledger
+from refocusd.daemon.state.ledger import Ledger
 from refocusd.daemon.report.data import CATEGORIES, PlateData, PointRow, plates_from_frames, worst
 from refocusd.daemon.report.pictures import PlateMapLayout, parse_well, plate_map, timeline
 

@@ -8,22 +8,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from refocusd.daemon.vocabulary import Category, category_of
+
 #: Report categories, most severe first: a well takes the colour of its worst frame.
-CATEGORIES: Final = ("failed", "pending", "reconstructed", "reacquired", "accepted")
-_CATEGORY_OF_OUTCOME: Final = {
-    "accepted": "accepted",
-    "reacquired": "reacquired",
-    "reconstructed": "reconstructed",
-    "reconstruction_failed": "failed",
-    "quarantined": "failed",
-    "refocus_failed": "failed",
-    "missed": "failed",
-    # decided, action under way: reconstruction_queued, refocusing, pending
-}
+CATEGORIES: Final = tuple(c.value for c in Category)
 
 
 def category(outcome: str) -> str:
-    return _CATEGORY_OF_OUTCOME.get(outcome, "pending")
+    return category_of(outcome).value
 
 
 def worst(categories: Iterable[str]) -> str:

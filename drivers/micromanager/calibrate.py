@@ -18,8 +18,8 @@ import numpy as np
 import structlog
 import tifffile
 
-from refocusd.daemon.focus_measure_classifier import FocusMeasureCalibration, fit_threshold
-from refocusd.daemon.focus_measures import FOCUS_MEASURES
+from refocusd.models.focus_measure_classifier import FocusMeasureCalibration, fit_threshold
+from refocusd.models.focus_measures import FOCUS_MEASURES
 from refocusd.drivers.micromanager.session import CoreSession
 
 log = structlog.get_logger(__name__)

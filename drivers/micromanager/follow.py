@@ -128,7 +128,7 @@ class NDTiffFollower:
 
 
 def _stop_requested(clock: Clock) -> bool:
-    return bool(getattr(clock, "stop_requested", False))
+    return bool(getattr(clock, "stop_requested", False))  # getattr: only SystemClock can be stopped
 
 
 __all__ = ["NDTiffFollower"]

@@ -91,7 +91,7 @@ def plan_steps(sequence: useq.MDASequence, timelapse: TimelapseSettings, *, plat
 
 def _interval_s(sequence: useq.MDASequence) -> float | None:
     plan = sequence.time_plan
-    interval = getattr(plan, "interval", None)
+    interval = getattr(plan, "interval", None)  # getattr: only useq's interval time plans have one
     return None if interval is None else interval.total_seconds()
 
 

@@ -69,7 +69,7 @@ class MicroManagerRunDriver:
         self._steps = plan_steps(load_sequence(settings), timelapse, plate=plate)
         self._lookahead = max(0, lookahead)
         self._inbox = Inbox()
-        self._acq: Any = None
+        self._acq: Any = None  # Any: pycromanager's Acquisition (untyped)
         self._acq_count = 0
         self._dataset_dir: Path | None = None
         self._started_at = 0.0
@@ -135,7 +135,7 @@ class MicroManagerRunDriver:
     def move_z(self, z_um: float) -> None:
         self._stage_at_held("move_z")
 
-        def move(core: Any) -> None:
+        def move(core: Any) -> None:  # Any: pycromanager's Core is a dynamic bridge, untyped
             core.set_position(float(z_um))
             core.wait_for_device(core.get_focus_device())
 
@@ -151,7 +151,7 @@ class MicroManagerRunDriver:
         if not device:
             raise DriverError("no autofocus_device configured")
 
-        def focus(core: Any) -> float:
+        def focus(core: Any) -> float:  # Any: as in move()
             core.set_auto_focus_device(device)
             core.full_focus()
             core.wait_for_device(core.get_focus_device())
@@ -221,7 +221,7 @@ class MicroManagerRunDriver:
             image_process_fn=self._on_image,
         )
         dataset = self._acq.get_dataset()
-        path = getattr(dataset, "path", None)
+        path = getattr(dataset, "path", None)  # getattr: only NDTiff datasets on disk have a path
         self._dataset_dir = Path(path) if path else None
 
     def _on_image(self, image: np.ndarray, metadata: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
@@ -271,7 +271,7 @@ class MicroManagerRunDriver:
                 self._recover("look-ahead images did not arrive")
             event = held.step.event
 
-            def back(core: Any) -> None:
+            def back(core: Any) -> None:  # Any: as in move()
                 if "x" in event and "y" in event:
                     core.set_xy_position(event["x"], event["y"])
                     core.wait_for_device(core.get_xy_stage_device())
@@ -368,13 +368,13 @@ def _snap_at(xy: tuple[float, float] | None, z: float) -> Callable[[Any], np.nda
     return snap
 
 
-def _snap(core: Any) -> np.ndarray:
+def _snap(core: Any) -> np.ndarray:  # Any: pycromanager's Core (untyped bridge)
     core.snap_image()
     pixels = np.asarray(core.get_image())
     return pixels.reshape(core.get_image_height(), core.get_image_width())
 
 
-def _join_quietly(acq: Any, timeout_s: float) -> bool:
+def _join_quietly(acq: Any, timeout_s: float) -> bool:  # Any: pycromanager's Acquisition
     """``await_completion`` in a helper thread: a stuck engine must not hang refocusd."""
     done = threading.Event()
 

@@ -53,7 +53,7 @@ class CoreSession:
     def __init__(self, settings: MicroManagerSettings, *, sleep: Callable[[float], None] = time.sleep) -> None:
         self.settings = settings
         self._sleep = sleep
-        self._core: Any = None
+        self._core: Any = None  # Any: pycromanager's Core (untyped bridge)
 
     @property
     def core(self) -> Any:

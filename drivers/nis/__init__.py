@@ -16,6 +16,7 @@ from refocusd.drivers.nis.fingerprints import FileFingerprints
 
 
 def open_fingerprints(ledger_path: Path) -> FileFingerprints:
+    """The fingerprints table of an (already opened, hence migrated) ledger."""
     """The driver's table in the ledger file at ``ledger_path``."""
     return FileFingerprints(ledger_path)
 

@@ -10,7 +10,6 @@ half a request). An alert that fails is logged and never stops the daemon.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 import structlog
 
+from refocusd.config.files import atomic_write
 from refocusd.drivers.base import Frame
 
 log = structlog.get_logger(__name__)
@@ -81,11 +81,8 @@ class OperatorAlert:
         name = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}_{(fields.get('sha256') or 'frame')[:12]}"
         name += f"_p{fields['page']}" if fields["page"] is not None else ""
         final = self._request_dir / f"{name}.json"
-        tmp = final.with_suffix(".json.tmp")
         try:
-            self._request_dir.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(fields, indent=2, default=str), "utf-8")
-            os.replace(tmp, final)
+            atomic_write(final, json.dumps(fields, indent=2, default=str))
         except OSError as exc:
             log.error("alert.failed", channel="request_file", path=str(final), error=str(exc))
             return

@@ -1,7 +1,8 @@
 """File fingerprints in the ledger: which export files were taken, by path and by content.
 
-A table of its own (``nis_files``) in the ledger's SQLite file, created if missing, so older
-ledgers keep working. Each row is (path, size, mtime_ns, sha256, status). It answers:
+A table of its own (``nis_files``) in the ledger's SQLite file, created by the ledger's
+migrations (``refocusd.daemon.state.schema``, v3): open the ledger before the driver.
+Each row is (path, size, mtime_ns, sha256, status). It answers:
 was this exact file (path, size, mtime) taken before (a restart's rescan)? Was this content
 seen under another path (a rename or move)? Did this path hold other content (replaced)?
 The frames table stays the exactly-once guarantee (its keys carry the content hash); this
@@ -18,21 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from refocusd.drivers.base import DriverError
+
 Status = Literal["processed", "quarantined"]
-
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS nis_files (
-        path TEXT PRIMARY KEY,
-        size INTEGER NOT NULL,
-        mtime_ns INTEGER NOT NULL,
-        sha256 TEXT,
-        status TEXT NOT NULL,
-        reason TEXT,
-        seen_at REAL NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS nis_files_sha256 ON nis_files(sha256)",
-)
-
 
 def sha256_of(path: Path) -> str:
     with open(path, "rb") as handle:
@@ -56,8 +45,11 @@ class FileFingerprints:
         self._conn = sqlite3.connect(db_path, timeout=busy_timeout_s, check_same_thread=False, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
-        for statement in _SCHEMA:
-            self._conn.execute(statement)
+        if self._conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'nis_files'").fetchone() is None:
+            self._conn.close()
+            raise DriverError(
+                f"{db_path} has no nis_files table: open the ledger first (its migrations create it)"
+            )
         self._lock = threading.Lock()
 
     def close(self) -> None:

@@ -21,6 +21,7 @@ import tifffile
 
 from refocusd.drivers import pixel_size
 from refocusd.drivers.base import FrameUnreadable
+from refocusd.models.images import nd2_planes
 
 #: NIS-Elements private TIFF tags (XML/text metadata), read when present.
 NIS_PRIVATE_TAGS = (65330, 65331, 65332, 65333)
@@ -222,7 +223,7 @@ def _nd2_frames(path: Path, *, max_frame_bytes: int) -> Iterator[PagePixels]:
         for index in range(count):
             stack = f.read_frame(index)
             meta = f.frame_metadata(index)
-            planes = [stack] if channels == 1 or f.is_rgb else list(stack)
+            planes = nd2_planes(stack, channels=channels, is_rgb=f.is_rgb)  # numbered as read_plane reads them
             for c, plane in enumerate(planes):
                 fc = meta.channels[min(c, len(meta.channels) - 1)] if meta.channels else None
                 yield PagePixels(

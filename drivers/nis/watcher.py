@@ -15,7 +15,7 @@ import os
 import queue
 import time
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Literal
 
 import structlog
@@ -23,6 +23,8 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
+
+from refocusd.models.images import is_hidden
 
 log = structlog.get_logger(__name__)
 
@@ -124,6 +126,13 @@ class FolderWatcher:
     # -- candidates ----------------------------------------------------------------------
 
     def wanted(self, path: Path) -> bool:
+        """A file matching the patterns, not hidden below the root (the CLI's rule too)."""
+        try:
+            relative = path.relative_to(self.root)
+        except ValueError:
+            relative = PurePath(path.name)
+        if is_hidden(relative):
+            return False
         name = path.name.lower()
         return any(fnmatch.fnmatchcase(name, p) for p in self._patterns)
 
@@ -156,7 +165,8 @@ class FolderWatcher:
             for entry in entries:
                 try:
                     if entry.is_dir(follow_symlinks=False):
-                        stack.append(Path(entry.path))
+                        if not entry.name.startswith("."):  # hidden folders hold no frames
+                            stack.append(Path(entry.path))
                         continue
                 except OSError:
                     continue

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +35,7 @@ import numpy as np
 import structlog
 import tifffile
 
+from refocusd.config.files import atomic_path, atomic_write
 from refocusd.config.settings import PlateSettings, SimulatedMicroscopeSettings, TimelapseSettings
 from refocusd.drivers.base import (
     Capabilities,
@@ -431,15 +431,13 @@ class SimulatedMicroscope:
             "pixel_size_um": self.camera.pixel_size_um,
             "metadata": dict(frame.metadata),
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
         res = 1e4 / self.camera.pixel_size_um  # pixels per centimetre
         try:
-            tifffile.imwrite(
-                tmp, frame.pixels, description=json.dumps(description), metadata=None,
-                resolution=(res, res), resolutionunit="CENTIMETER",
-            )
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                tifffile.imwrite(
+                    tmp, frame.pixels, description=json.dumps(description), metadata=None,
+                    resolution=(res, res), resolutionunit="CENTIMETER",
+                )
         except OSError as exc:
             raise DriverError(f"cannot write raw frame {path}: {exc}") from exc
 
@@ -475,9 +473,7 @@ class SimulatedMicroscope:
 
 
 def _write_atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write(path, text)
 
 
 __all__ = ["CHANNEL", "PLAN_FILE", "SimulatedMicroscope"]

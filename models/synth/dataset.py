@@ -29,7 +29,6 @@ import hashlib
 import itertools
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -43,6 +42,8 @@ import scipy.fft as sfft
 import structlog
 import tifffile
 
+from refocusd.config.errors import UsageError
+from refocusd.config.files import atomic_path, atomic_write
 from refocusd.models.synth.camera import Camera, dust_field, illumination_field
 from refocusd.models.synth.domains import (
     OBJECTIVE_BANDS,
@@ -81,8 +82,10 @@ FLUO_PEAK_E_RANGE = (20.0, 5_000.0)  # electrons at a typical stained nucleus (f
 Progress = Callable[[int, int], None]
 
 
-class SynthError(RuntimeError):
+class SynthError(UsageError, RuntimeError):
     """A data set cannot be written as asked (bad request, unusable output folder)."""
+
+    label = "synth error"
 
 
 @dataclass(frozen=True)
@@ -366,21 +369,18 @@ def _manifest(request: SynthRequest, items: list[dict[str, Any]], *, complete: b
 
 
 def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(obj, indent=1) + "\n")
 
 
 def _write_tiff(path: Path, frame: np.ndarray, pixel_um: float) -> str:
     """Write atomically; returns the file's SHA-256 (kept in the manifest)."""
-    tmp = path.with_name(path.name + ".tmp")
     per_cm = 1e4 / pixel_um
-    tifffile.imwrite(
-        tmp, frame, compression="zlib", photometric="minisblack",
-        resolution=(per_cm, per_cm), resolutionunit="CENTIMETER",
-    )
-    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(
+            tmp, frame, compression="zlib", photometric="minisblack",
+            resolution=(per_cm, per_cm), resolutionunit="CENTIMETER",
+        )
+        digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
     return digest
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from refocusd.daemon.ledger import Ledger
-from refocusd.daemon.provenance import sha256_file
+from refocusd.daemon.state.ledger import Ledger
+from refocusd.daemon.output.provenance import sha256_file
 from refocusd.daemon.service import LEDGER_FILE, Service
-from refocusd.daemon.writer import sidecar_path
+from refocusd.daemon.output.writer import sidecar_path
 
 
 def run_service(settings):

@@ -88,7 +88,7 @@ def test_full_output_volume_keeps_jobs_queued_until_space_returns(tmp_path, smal
 
 def _run_with_injected_enospc(tmp_path: Path) -> None:
     """Fallback: mounting is not permitted here, so tifffile's write raises ENOSPC."""
-    import refocusd.daemon.writer as writer
+    import refocusd.daemon.output.writer as writer
     from refocusd.config import load_settings
     from refocusd.daemon.service import Service
 

@@ -30,7 +30,7 @@ def digest(path: Path) -> str:
 
 
 def test_ledger_locked_by_another_process(tmp_path):
-    from refocusd.daemon.ledger import Ledger
+    from refocusd.daemon.state.ledger import Ledger
 
     config = write_config(tmp_path, miss_rate=0.0)
     db = tmp_path / "state" / "ledger.sqlite"

@@ -10,7 +10,7 @@ from pycromanager.acquisition.acq_eng_py.internal.engine import Engine
 from structlog.testing import capture_logs
 
 from refocusd.config.settings import MicroManagerSettings
-from refocusd.daemon.ledger import Ledger
+from refocusd.daemon.state.ledger import Ledger
 from refocusd.daemon.service import LEDGER_FILE, Service
 from refocusd.drivers.micromanager import CoreSession, MicroManagerUnavailable
 from refocusd.drivers.micromanager.run_driver import MicroManagerRunDriver

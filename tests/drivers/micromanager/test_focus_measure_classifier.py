@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from refocusd.daemon.focus_measure_classifier import (
+from refocusd.models.focus_measure_classifier import (
     FocusMeasureCalibration,
     fit_threshold,
     is_focus_measure_spec,
     load_focus_measure_classifier,
 )
-from refocusd.daemon.focus_measures import gradient_energy
+from refocusd.models.focus_measures import gradient_energy
 from refocusd.models import ModelError
 
 

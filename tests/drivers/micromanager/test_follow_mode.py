@@ -7,7 +7,7 @@ import useq
 from pycromanager import Acquisition
 
 from refocusd.config.settings import TimelapseSettings
-from refocusd.daemon.ledger import Ledger
+from refocusd.daemon.state.ledger import Ledger
 from refocusd.daemon.service import LEDGER_FILE, Service
 from refocusd.drivers.micromanager import CoreSession, plan_steps
 from refocusd.config.settings import MicroManagerSettings

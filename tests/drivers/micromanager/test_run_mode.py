@@ -8,10 +8,10 @@ from pathlib import Path
 import tifffile
 from structlog.testing import capture_logs
 
-from refocusd.daemon.ledger import Ledger
-from refocusd.daemon.provenance import sha256_file
+from refocusd.daemon.state.ledger import Ledger
+from refocusd.daemon.output.provenance import sha256_file
 from refocusd.daemon.service import LEDGER_FILE, Service
-from refocusd.daemon.writer import sidecar_path
+from refocusd.daemon.output.writer import sidecar_path
 from refocusd.drivers.micromanager import CoreSession
 from refocusd.drivers.micromanager.run_driver import MicroManagerRunDriver
 

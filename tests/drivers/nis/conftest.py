@@ -15,6 +15,7 @@ import pytest
 import tifffile
 
 from refocusd.config.settings import NisSettings
+from refocusd.daemon.state.ledger import Ledger
 from refocusd.drivers import Frame, FrameUnreadable
 from refocusd.drivers.nis import FileFingerprints, NisExportFolder
 
@@ -104,6 +105,7 @@ def start_driver(tmp_path, watch_dir):
         values = {"watch_dir": watch_dir, "settle_s": 0.2, "give_up_s": 1.0, "rescan_interval_s": 30.0}
         values.update(overrides)
         stop = threading.Event()
+        Ledger.open(tmp_path / "state" / "ledger.sqlite").close()  # its migrations create nis_files
         driver = NisExportFolder(
             NisSettings(**values), fingerprints=FileFingerprints(tmp_path / "state" / "ledger.sqlite"), stop=stop
         )

@@ -67,6 +67,8 @@ from pathlib import Path
 from refocusd.config.settings import NisSettings
 from refocusd.drivers import FrameUnreadable
 from refocusd.drivers.nis import FileFingerprints, NisExportFolder
+from refocusd.daemon.state.ledger import Ledger
+Ledger.open(Path(sys.argv[2])).close()  # the ledger's migrations create the fingerprints table
 driver = NisExportFolder(NisSettings(watch_dir=Path(sys.argv[1]), settle_s=0.1, exit_when_idle_s=1.0),
                          fingerprints=FileFingerprints(Path(sys.argv[2])))
 stream, bad, good = driver.frames(), {}, []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from refocusd.config import ConfigError, load_settings
-from refocusd.daemon.service import build_nis
+from refocusd.daemon.factories import build_nis
 from refocusd.drivers import DriverError, SystemClock
 
 

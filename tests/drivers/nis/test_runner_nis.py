@@ -15,11 +15,11 @@ from conftest import noise, write_tiff
 from structlog.testing import capture_logs
 
 from refocusd.config.settings import NisSettings
-from refocusd.daemon.ledger import Ledger
-from refocusd.daemon.refocus import DeviceAutofocus
-from refocusd.daemon.runner import Runner, RunnerOptions
-from refocusd.daemon.worker import ReconstructionWorker
-from refocusd.daemon.writer import sidecar_path
+from refocusd.daemon.state.ledger import Ledger
+from refocusd.daemon.core.refocus import DeviceAutofocus
+from refocusd.daemon.core.runner import Runner, RunnerOptions
+from refocusd.daemon.output.worker import ReconstructionWorker
+from refocusd.daemon.output.writer import sidecar_path
 from refocusd.drivers import SystemClock
 from refocusd.drivers.nis import NisExportFolder, open_fingerprints
 from refocusd.models import Verdict
@@ -96,7 +96,7 @@ def test_defocused_frames_alert_the_operator_by_command_and_request_file(tmp_pat
     import json
     import sys
 
-    from refocusd.daemon.service import _tell_driver
+    from refocusd.daemon.core.listeners import DriverCommit, OutcomeListeners
 
     write_tiff(watch_dir / "sub" / "late_t004xy07c2.tif", noise(seed=3))
     alerts = tmp_path / "alerts"
@@ -114,7 +114,7 @@ def test_defocused_frames_alert_the_operator_by_command_and_request_file(tmp_pat
             stop=stop,
         )
         Runner(driver=driver, classifier=AlwaysDefocused(), strategy=DeviceAutofocus(), ledger=ledger,
-               clock=SystemClock(stop), stop=stop, on_outcome=_tell_driver(driver, None),
+               clock=SystemClock(stop), stop=stop, on_outcome=OutcomeListeners([DriverCommit(driver)]),
                options=RunnerOptions(run_id="r", experiment="e", max_retries=2)).run()
         driver.close()
     (request,) = alerts.glob("*.json")

@@ -1,0 +1,1 @@
+"""Running as a service: supervision, health, metrics, notify, reload, logging and log view."""

@@ -1,0 +1,1 @@
+"""What refocusd writes: the reconstruction worker, writer, provenance, spooled frames, Dask."""

@@ -65,6 +65,9 @@ class SimulatedMicroscopeSettings(Section):
     objective: Literal["10x", "20x"] = "10x"
     autofocus_miss_rate: float = Field(8 / 120, ge=0, le=1, description="Paper: 8 defocused in 120.")
     autofocus_miss_um: tuple[float, float] = Field((10.0, 40.0), description="|defocus| range of a miss.")
+    autofocus_capture_um: float | None = Field(
+        None, gt=0, description="The device autofocus searches only ± this around its starting z (None: anywhere)."
+    )
     focal_tilt_um_per_mm: tuple[float, float] = (1.5, -0.8)
     focal_drift_um_per_h: float = 2.0
     xy_speed_um_per_s: float = Field(20_000.0, gt=0)
@@ -245,6 +248,15 @@ class ModelSettings(Section):
     device: Literal["auto", "cpu", "gpu"] = "auto"
     mixed_precision: bool = False
     batch_size: int = Field(16, ge=1, le=256)
+    calibrate: Literal["off", "on_start"] = Field(
+        "off", description="on_start: fine-tune the classifier on z-series of this sample before the plan "
+        "(drivers with stage control)."
+    )
+    calibrate_positions: int = Field(3, ge=2, le=20, description="Positions of the plan the z-series are taken at.")
+    calibrate_range_um: float = Field(10.0, gt=0, description="± µm of each z-series around the position's z.")
+    calibrate_step_um: float = Field(1.0, gt=0, description="µm between the z-series' planes.")
+    calibrate_tolerance_um: float = Field(1.5, gt=0, description="Planes this close to the focus peak are focused.")
+    calibrate_epochs: int = Field(8, ge=1, le=200)
     pixel_size_um: float | None = Field(
         None, gt=0, le=1000,
         description="µm per pixel of frames whose source does not state it (the source's own "
@@ -256,13 +268,31 @@ class ModelSettings(Section):
 
 
 class RefocusSettings(Section):
-    strategy: Literal["sweep", "device"] = "sweep"
+    strategy: Literal["predict", "sweep", "device"] = Field(
+        "predict",
+        description="predict: move by the classifier's defocus estimate (sweep as fallback); "
+        "sweep: software z-sweep; device: the driver's own autofocus.",
+    )
     max_retries: int = Field(2, ge=0, le=10)
-    sweep_range_um: float = Field(50.0, gt=0)
-    sweep_step_um: float = Field(5.0, gt=0)
+    sweep_range_um: float = Field(50.0, gt=0, description="± range of the sweep; also the longest predicted move.")
+    sweep_step_um: float = Field(10.0, gt=0, description="Coarse step of the sweep.")
+    sweep_fine_step_um: float | None = Field(
+        2.5, gt=0, description="Fine step around the best coarse plane (None: one pass at sweep_step_um)."
+    )
     scorer: Literal[
         "classifier", "normalized_variance", "brenner", "vollath_f4", "gradient_energy"
     ] = "normalized_variance"
+    predict_confident_sigma_um: float = Field(
+        2.0, ge=0, description="An estimate this sure is trusted without a look (the re-acquisition checks it)."
+    )
+    predict_probe_um: float = Field(
+        10.0, gt=0, description="Sign probe distance when the classifier gives no magnitude either."
+    )
+    predict_refine_planes: int = Field(2, ge=0, le=5, description="Planes spent refining before the sweep.")
+    focus_memory: bool = Field(
+        True, description="Learn the plate's focal surface (tilt, drift) from found foci; drivers that allow it "
+        "start each field's focusing from it."
+    )
 
     @model_validator(mode="after")
     def _step_fits_range(self) -> RefocusSettings:

@@ -29,13 +29,14 @@ from refocusd.daemon.state.ledger import LEDGER_FILE, Ledger
 from refocusd.daemon.vocabulary import Reason
 from refocusd.daemon.factories import build_backend, build_classifier, build_driver
 from refocusd.daemon.core.listeners import CallbackListener, DriverCommit, OutcomeListeners
+from refocusd.daemon.core.focus_surface import FocusSurfaceMemory
 from refocusd.daemon.core.refocus import build_strategy
 from refocusd.daemon.core.runner import FrameOutcome, Runner, RunnerOptions
 from refocusd.daemon.ops.supervision import Supervisor
 from refocusd.daemon.output.worker import ReconstructionWorker
-from refocusd.drivers import Clock, Microscope, OutcomeAware, SimulatedClock, StopAware, SystemClock
-from refocusd.models import FrameReconstructor
 from refocusd.daemon.ops.preflight import check_writable
+from refocusd.drivers import CalibrationSource, Clock, Microscope, OutcomeAware, SimulatedClock, StopAware, SystemClock
+from refocusd.models import FocusClassifier, FrameReconstructor
 from refocusd.models.quality import QualityRule
 from refocusd.models.store import check_model
 
@@ -143,6 +144,8 @@ class Service:
         self._recover()
         self.ledger.start_run(self.run_id, s.service.experiment, s.model_dump_json(), _software())
         self._driver = self._driver_factory(s, self.clock)
+        if s.models.calibrate == "on_start":
+            classifier = self._calibrate_on_start(classifier)
         if isinstance(self._driver, StopAware):
             self._driver.bind_stop(self.stop)
         # The driver commits first (the NIS operator alert), then metrics, then the caller.
@@ -186,6 +189,7 @@ class Service:
             ),
             stop=self.stop,
             on_outcome=listeners,
+            focus_memory=FocusSurfaceMemory() if s.refocus.focus_memory else None,
         )
         self.worker.start()
         self.startup_s = time.perf_counter() - began
@@ -201,6 +205,30 @@ class Service:
             output_root=str(s.service.output_root),
         )
         self.supervisor.started(run_id=self.run_id, ledger=self.ledger, driver=self._driver, worker=self.worker)
+
+    def _calibrate_on_start(self, classifier: FocusClassifier) -> FocusClassifier:
+        """Fine-tune the classifier on this sample's z-series before the plan (issue 12)."""
+        from refocusd.daemon.self_calibration import ZStackError, calibrate_from_driver
+        from refocusd.models.runtime import load_classifier
+
+        s = self.settings
+        driver = self._driver
+        if not (isinstance(driver, CalibrationSource) and driver.capabilities.move_stage):
+            log.warning("calibrate.unavailable", reason="the driver cannot take z-series (no stage control)",
+                        driver=s.driver.kind)
+            return classifier
+        out = s.service.state_dir / "models" / f"calibrated-{self.run_id}"
+        try:
+            report = calibrate_from_driver(driver, s.models, out, sample=s.service.experiment)
+        except ZStackError as exc:
+            log.warning("calibrate.failed", error=str(exc), classifier=classifier.model_id)
+            return classifier
+        log.info("calibrate.done", folder=str(out), before=report.before.as_dict(), after=report.after.as_dict(),
+                 held_out=report.held_out, threshold=round(report.details["threshold"], 6),
+                 seconds=round(report.seconds, 1))
+        # The sample's own operating point, fitted on the calibration planes.
+        return load_classifier(str(out), device=s.models.device, threshold=report.details["threshold"],
+                               mixed_precision=s.models.mixed_precision)
 
     def run(self) -> RunSummary:
         """Run until the driver's plan is complete (then drain the queue) or a stop."""

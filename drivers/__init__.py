@@ -5,11 +5,14 @@ The runner only sees the :class:`~refocusd.drivers.base.Microscope` protocol and
 """
 
 from refocusd.drivers.base import (
+    CalibrationSource,
     Capabilities,
     Coordinates,
     DriverConfigError,
     DriverError,
     DriverHealth,
+    FocusStartPlanning,
+    FocusStartProvider,
     Frame,
     FrameUnreadable,
     HealthReporting,
@@ -18,16 +21,20 @@ from refocusd.drivers.base import (
     SourceRef,
     StageControl,
     StopAware,
+    ZPlanes,
 )
 from refocusd.drivers.clock import Clock, SimulatedClock, SystemClock
 
 __all__ = [
+    "CalibrationSource",
     "Capabilities",
     "Clock",
     "Coordinates",
     "DriverConfigError",
     "DriverError",
     "DriverHealth",
+    "FocusStartPlanning",
+    "FocusStartProvider",
     "Frame",
     "FrameUnreadable",
     "HealthReporting",
@@ -38,4 +45,5 @@ __all__ = [
     "StageControl",
     "StopAware",
     "SystemClock",
+    "ZPlanes",
 ]

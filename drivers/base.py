@@ -7,7 +7,7 @@ A driver yields :class:`Frame` objects; if it can drive the hardware it also imp
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -94,6 +94,8 @@ class Frame:
     time point (``None``: no deadline, e.g. a one-off plate scan). ``retry`` counts
     re-acquisitions (0 for the original frame). ``pixel_size_um`` is the sampling in
     µm per pixel (None where neither the source nor ``[models] pixel_size_um`` knows it).
+    ``xy_um`` is the stage position where the driver knows it (the focus-surface memory
+    learns from it).
     """
 
     pixels: np.ndarray
@@ -109,6 +111,7 @@ class Frame:
     # µm per pixel in the sample plane, where the source knows it (or config sets it);
     # None: unknown, the classifier then works in native pixels.
     pixel_size_um: float | None = None
+    xy_um: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +162,36 @@ class StageControl(Protocol):
     def reacquire(self, frame: Frame, retry: int) -> Frame:
         """Acquire ``frame``'s position again at the current z, tagged with ``retry``."""
         ...
+
+
+# (x_um, y_um, clock time) → the z a field's focusing should start from, or None.
+FocusStartProvider = Callable[[float, float, float], "float | None"]
+
+
+@runtime_checkable
+class FocusStartPlanning(Protocol):
+    """Optional plan hook: drivers that let refocusd choose the z each field's focusing
+    starts from (the focus-surface memory's prediction)."""
+
+    def plan_focus_start(self, provider: FocusStartProvider) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ZPlanes:
+    """A z-series snapped at one position for calibration (planes at increasing z)."""
+
+    name: str
+    z_um: tuple[float, ...]
+    planes: tuple[np.ndarray, ...]
+    pixel_size_um: float | None = None
+
+
+@runtime_checkable
+class CalibrationSource(Protocol):
+    """Optional: drivers with stage control that can snap z-series at positions of their
+    plan before it starts (``[models] calibrate = "on_start"``)."""
+
+    def calibration_z_series(self, positions: int, offsets_um: tuple[float, ...]) -> list[ZPlanes]: ...
 
 
 @dataclass(frozen=True, slots=True)

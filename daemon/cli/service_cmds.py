@@ -112,7 +112,7 @@ def _demo_settings(out: Path, *, wells: int, timepoints: int, seed: int, phase: 
             "service": {"experiment": "demo-time-lapse"},
             "plate": {"name": "plate2", "wells": names[: max(1, min(4, wells))], "positions_per_well": 3},
             "timelapse": {"timepoints": timepoints, "interval_s": 300.0, "max_delay_s": 0.5},
-            "driver": {"simulated": {"seed": seed + 1}},
+            "driver": {"simulated": {"seed": seed + 1, "autofocus_miss_rate": 0.15}},
         }
     return load_settings(None, overrides=deep_merge(common, specific))
 

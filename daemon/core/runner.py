@@ -21,8 +21,25 @@ from refocusd.daemon.state.jobs import ReconstructionRequest, RecordedVerdict
 from refocusd.daemon.state.ledger import DuplicateSource, FrameRecord, Ledger
 from refocusd.daemon.vocabulary import Action, Outcome, Reason
 from refocusd.daemon.core.policy import Decision, decide
-from refocusd.daemon.core.refocus import RefocusFailed, RefocusStrategy
-from refocusd.drivers import Clock, Coordinates, DriverError, Frame, FrameUnreadable, Microscope, StageControl
+from refocusd.daemon.core.focus_surface import FocusSurfaceMemory
+from refocusd.daemon.core.refocus import (
+    RefocusFailed,
+    RefocusRequest,
+    RefocusResult,
+    RefocusStep,
+    RefocusStrategy,
+    read_estimate,
+)
+from refocusd.drivers import (
+    Clock,
+    Coordinates,
+    DriverError,
+    FocusStartPlanning,
+    Frame,
+    FrameUnreadable,
+    Microscope,
+    StageControl,
+)
 from refocusd.models import FocusClassifier, Verdict
 from refocusd.models.preprocessing import PixelFormatError
 
@@ -82,6 +99,7 @@ class Runner:
         options: RunnerOptions,
         stop: threading.Event | None = None,
         on_outcome: Callable[[FrameOutcome], None] | None = None,
+        focus_memory: FocusSurfaceMemory | None = None,
     ) -> None:
         self._driver = driver
         self._stage = driver if isinstance(driver, StageControl) else None
@@ -93,6 +111,9 @@ class Runner:
         self._stop = stop or threading.Event()
         self._on_outcome = on_outcome
         self._timer = RefocusTimer()
+        self._memory = focus_memory
+        if focus_memory is not None and isinstance(driver, FocusStartPlanning):
+            driver.plan_focus_start(focus_memory.start_z)
 
     def run(self) -> int:
         """Process frames until the driver's plan ends or a stop is requested."""
@@ -168,6 +189,7 @@ class Runner:
                 self._record(frame, verdict, decision.action, Outcome.ACCEPTED, None, decided_ms=decided_ms)
             )
             flog.info("frame.accepted", decided_ms=decided_ms)
+            self._remember_focus(frame, verdict)
             return self._outcome(frame, verdict, Outcome.ACCEPTED, None, 0, decided_ms)
         if decision.action is Action.RECONSTRUCT:
             if decision.reason is Reason.NO_STAGE_CONTROL:
@@ -203,17 +225,39 @@ class Runner:
     ) -> tuple[Outcome, str | None, int]:
         assert self._stage is not None  # guaranteed by capabilities.can_refocus
         attempts = 0
+        exposures = 0  # every frame the recovery exposed: strategy planes and re-acquisitions
+        latest_pixels, latest_verdict = frame.pixels, verdict
+        history: tuple[RefocusStep, ...] = ()
         decision = Decision(Action.REFOCUS, Reason.CAN_REACQUIRE)
         while decision.action is Action.REFOCUS:
             attempts += 1
             began = self._clock.now()
             flog.info("refocus.started", attempt=attempts, strategy=self._strategy.name)
-            retry = self._refocus_and_reacquire(frame, attempts, flog)
+            request = RefocusRequest(
+                pixels=latest_pixels, verdict=latest_verdict, attempt=attempts, history=history,
+                pixel_size_um=frame.pixel_size_um,
+            )
+            result = self._refocus(request, attempts, flog)
+            if result is not None:
+                exposures += result.frames
+                for step in result.steps[len(history) :]:
+                    flog.info("refocus.step", attempt=attempts, **step.as_log())
+                history = result.steps
+            retry = None if result is None else self._reacquire(frame, attempts, flog)
+            if retry is not None:
+                exposures += 1
             self._timer.observe(self._clock.now() - began)
             if retry is None:
                 decision = self._decide(verdict, frame, attempts=attempts)
                 continue
             retry_verdict = self._classifier.classify(retry.pixels, pixel_size_um=retry.pixel_size_um)
+            estimate, sigma = read_estimate(retry_verdict)
+            flog.info(
+                "refocus.step", attempt=attempts, kind="reacquire", z_um=_round(retry.z_um),
+                estimate_um=_round(estimate), sigma_um=_round(sigma),
+                p_focused=round(retry_verdict.p_focused, 4), label=retry_verdict.label,
+            )
+            latest_pixels, latest_verdict = retry.pixels, retry_verdict
             decision = self._decide(retry_verdict, retry, attempts=attempts)
             accepted = decision.action is Action.ACCEPT
             self._ledger.record_frame(
@@ -227,32 +271,48 @@ class Runner:
                 )
             )
             if accepted:
-                self._ledger.update_outcome(frame_id, Outcome.REACQUIRED)
+                self._ledger.update_outcome(frame_id, Outcome.REACQUIRED, recovery_frames=exposures)
+                self._remember_focus(retry, retry_verdict)
                 flog.info(
                     "reacquire.done",
                     attempt=attempts,
                     retry_source=retry.source.key,
                     retry_p_focused=round(retry_verdict.p_focused, 4),
                     duration_s=round(self._clock.now() - began, 3),
+                    recovery_frames=exposures,
                 )
                 return Outcome.REACQUIRED, None, attempts
             flog.info("reacquire.rejected", attempt=attempts, retry_label=retry_verdict.label, reason=decision.reason)
+        self._ledger.set_recovery_frames(frame_id, exposures)
         self._enqueue(frame, frame_id, verdict, decision.reason, flog)
         return Outcome.RECONSTRUCTION_QUEUED, decision.reason, attempts
 
-    def _refocus_and_reacquire(self, frame: Frame, attempt: int, flog) -> Frame | None:
+    def _refocus(self, request: RefocusRequest, attempt: int, flog) -> RefocusResult | None:
         assert self._stage is not None
         try:
-            result = self._strategy.refocus(self._stage)
+            result = self._strategy.refocus(self._stage, request)
         except RefocusFailed as exc:
             flog.warning("refocus.failed", attempt=attempt, error=str(exc))
             return None
-        flog.info("refocus.done", attempt=attempt, z_um=round(result.z_um, 2))
+        flog.info("refocus.done", attempt=attempt, z_um=round(result.z_um, 2), method=result.method,
+                  planes=result.frames)
+        return result
+
+    def _reacquire(self, frame: Frame, attempt: int, flog) -> Frame | None:
+        assert self._stage is not None
         try:
             return self._stage.reacquire(frame, attempt)
         except DriverError as exc:
             flog.error("driver.error", during="reacquire", attempt=attempt, error=str(exc))
             return None
+
+    def _remember_focus(self, frame: Frame, verdict: Verdict) -> None:
+        """A frame judged focused tells where the focal surface is at its field."""
+        if self._memory is None or frame.xy_um is None or frame.z_um is None:
+            return
+        defocus, sigma = read_estimate(verdict)
+        focus = frame.z_um - defocus if defocus is not None and sigma is not None and sigma < 2.0 else frame.z_um
+        self._memory.observe(frame.xy_um[0], frame.xy_um[1], self._clock.now(), focus)
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -357,6 +417,10 @@ def _retry_outcome(decision: Decision) -> Outcome:
     if decision.action is Action.ACCEPT:
         return Outcome.ACCEPTED
     return Outcome.LATE if decision.reason is Reason.MISSED_TIMEPOINT else Outcome.DEFOCUSED
+
+
+def _round(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 def _round3(value: float | None) -> float | None:

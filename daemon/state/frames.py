@@ -184,11 +184,20 @@ class FrameStore(LedgerCore):
         )
         return self.record_frame(rec)
 
-    def update_outcome(self, frame_id: int, outcome: Outcome | str, reason: str | None = None) -> None:
-        """Set a frame's outcome (and reason, when given)."""
+    def update_outcome(
+        self, frame_id: int, outcome: Outcome | str, reason: str | None = None, *, recovery_frames: int | None = None
+    ) -> None:
+        """Set a frame's outcome (and reason, and the frames its re-focus took, when given)."""
         _check_outcome(outcome)
         with self._tx("update_outcome") as conn:
             self._set_outcome(conn, frame_id, outcome, reason)
+            if recovery_frames is not None:
+                self._set_recovery_frames(conn, frame_id, recovery_frames)
+
+    def set_recovery_frames(self, frame_id: int, frames: int) -> None:
+        """Record how many frames a re-focus of ``frame_id`` exposed (planes + re-acquisitions)."""
+        with self._tx("set_recovery_frames") as conn:
+            self._set_recovery_frames(conn, frame_id, frames)
 
     def frames(
         self,
@@ -266,6 +275,11 @@ class FrameStore(LedgerCore):
             " WHERE id = ?",
             (outcome, reason, self._now(), frame_id),
         )
+        if cur.rowcount != 1:
+            raise LedgerError(f"no frame {frame_id} in {self.path}")
+
+    def _set_recovery_frames(self, conn: sqlite3.Connection, frame_id: int, frames: int) -> None:
+        cur = conn.execute("UPDATE frames SET recovery_frames = ? WHERE id = ?", (int(frames), frame_id))
         if cur.rowcount != 1:
             raise LedgerError(f"no frame {frame_id} in {self.path}")
 

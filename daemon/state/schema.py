@@ -103,5 +103,12 @@ def _migrate_v3(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS nis_files_sha256 ON nis_files(sha256)")
 
 
-MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_migrate_v1, _migrate_v2, _migrate_v3)
+def _migrate_v4(conn: sqlite3.Connection) -> None:
+    # Frames a re-focus exposed (strategy planes + re-acquisitions), on the original frame.
+    conn.execute("ALTER TABLE frames ADD COLUMN recovery_frames INTEGER")
+
+
+MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
+    _migrate_v1, _migrate_v2, _migrate_v3, _migrate_v4,
+)
 SCHEMA_VERSION: Final = len(MIGRATIONS)

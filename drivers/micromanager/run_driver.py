@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -30,7 +30,7 @@ import structlog
 
 from refocusd.config.settings import MicroManagerSettings, TimelapseSettings
 from refocusd.drivers import pixel_size
-from refocusd.drivers.base import Capabilities, DriverError, DriverHealth, Frame, SourceRef
+from refocusd.drivers.base import Capabilities, DriverError, DriverHealth, Frame, SourceRef, ZPlanes
 from refocusd.drivers.clock import Clock
 from refocusd.drivers.micromanager.inbox import ArrivedImage, Inbox
 from refocusd.drivers.micromanager.plan import PlanStep, axes_key, load_sequence, plan_steps
@@ -110,6 +110,24 @@ class MicroManagerRunDriver:
         self._closed = True
         self._held = None
         self._finish_acquisition()
+
+    def calibration_z_series(self, positions: int, offsets_um: tuple[float, ...]) -> list[ZPlanes]:
+        """Z-series at the plan's first ``positions`` stage positions, around each one's z."""
+        if not self.session.connected:
+            self.session.connect()
+        seen: dict[tuple, dict] = {}
+        for step in self._steps:
+            event = step.event
+            xy = (event.get("x"), event.get("y"))
+            seen.setdefault(xy, event)
+        series = []
+        for i, ((x, y), event) in enumerate(list(seen.items())[:positions]):
+            centre = float(event.get("z") or 0.0)
+            z = [centre + o for o in offsets_um]
+            position = None if x is None else (float(x), float(y or 0.0))
+            planes = tuple(self.session.call("calibration snap", _snap_at(position, zi)) for zi in z)
+            series.append(ZPlanes(f"position{i}", tuple(z), planes))
+        return series
 
     # -- StageControl ------------------------------------------------------------------
 
@@ -355,6 +373,18 @@ class MicroManagerRunDriver:
     def _source(self, axes: dict[str, Any]) -> SourceRef:
         query = urlencode(sorted((k, v) for k, v in axes.items()))
         return SourceRef(uri=f"ndtiff://{self._dataset_dir}?{query}")
+
+
+def _snap_at(xy: tuple[float, float] | None, z: float) -> Callable[[Any], np.ndarray]:
+    def snap(core: Any) -> np.ndarray:
+        if xy is not None:
+            core.set_xy_position(xy[0], xy[1])
+            core.wait_for_device(core.get_xy_stage_device())
+        core.set_position(float(z))
+        core.wait_for_device(core.get_focus_device())
+        return _snap(core)
+
+    return snap
 
 
 def _snap(core: Any) -> np.ndarray:  # Any: pycromanager's Core (untyped bridge)

@@ -37,7 +37,15 @@ import tifffile
 
 from refocusd.config.files import atomic_path, atomic_write
 from refocusd.config.settings import PlateSettings, SimulatedMicroscopeSettings, TimelapseSettings
-from refocusd.drivers.base import Capabilities, Coordinates, DriverError, Frame, SourceRef
+from refocusd.drivers.base import (
+    Capabilities,
+    Coordinates,
+    DriverError,
+    FocusStartProvider,
+    Frame,
+    SourceRef,
+    ZPlanes,
+)
 from refocusd.drivers.clock import Clock
 from refocusd.drivers.simulated.camera import DEFAULT_RENDER_CACHE_BYTES, SimulatedCamera
 from refocusd.drivers.simulated.plate import PlatePosition, parse_well, plate_positions
@@ -46,6 +54,7 @@ from refocusd.drivers.simulated.stage import DeviceAutofocus, FocalSurface, Stag
 log = structlog.get_logger(__name__)
 
 CHANNEL = "phase"
+_CALIBRATION_DRAW = 1_000_000  # seed-key tag of calibration snaps and autofocus calls
 PLAN_FILE = "acquisition.json"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -104,6 +113,7 @@ class SimulatedMicroscope:
             miss_rate=settings.autofocus_miss_rate,
             miss_um=settings.autofocus_miss_um,
             exposure_s=settings.exposure_s,
+            capture_um=settings.autofocus_capture_um,
         )
         self.data_dir = Path(data_dir if data_dir is not None else settings.data_dir)
         self.schedule_offsets_s = self._nominal_offsets()
@@ -113,6 +123,7 @@ class SimulatedMicroscope:
         self.root = root / _safe_component(plate.name)
         self._started_at: float | None = None
         self._held: _Held | None = None
+        self._focus_start: FocusStartProvider | None = None
         self._running = False
         self._closed = False
 
@@ -132,6 +143,35 @@ class SimulatedMicroscope:
         if self._running:
             raise DriverError("frames() is already running on this microscope")
         return self._run()
+
+    def calibration_z_series(self, positions: int, offsets_um: tuple[float, ...]) -> list[ZPlanes]:
+        """Z-series at ``positions`` fields spread over the plan, around where the device
+        autofocus lands (it may miss: such a series has no peak and calibration skips it).
+        Takes microscope time; writes nothing; the plan's autofocus draws are untouched."""
+        self._check_open()
+        if self._running:
+            raise DriverError("calibration z-series are taken before the plan starts")
+        picks = sorted({round(i) for i in np.linspace(0, len(self.sites) - 1, max(1, positions))})
+        series = []
+        for n, index in enumerate(picks):
+            site = self.sites[index]
+            row, col = parse_well(site.well)
+            key = (row, col, site.position_index)
+            self.stage.move_xy(site.x_um, site.y_um)
+            landed = self.autofocus_device.run(0.0, (*key, _CALIBRATION_DRAW, 1)).z_um
+            planes, zs = [], []
+            for j, offset in enumerate(offsets_um):
+                self.stage.move_z(landed + offset)
+                focus = self.surface.z_um(self.stage.x_um, self.stage.y_um, 0.0)
+                planes.append(self.camera.snap(key, self.stage.z_um - focus, noise_key=(_CALIBRATION_DRAW + n, j)))
+                zs.append(self.stage.z_um)
+            series.append(ZPlanes(f"{site.well}-p{site.position_index}", tuple(zs), tuple(planes),
+                                  self.camera.pixel_size_um))
+        return series
+
+    def plan_focus_start(self, provider: FocusStartProvider) -> None:
+        """Plan hook: before each field's autofocus the focus drive goes to ``provider``'s z."""
+        self._focus_start = provider
 
     def close(self) -> None:
         self._held = None
@@ -219,6 +259,10 @@ class SimulatedMicroscope:
                     frame = self._acquire(site, t, scheduled, self._deadline(scheduled, t))
                     yield frame
                     self._held = None
+                if t + 1 < timepoints and self.sites:
+                    # Park at the first field while waiting for the next point, as plate
+                    # scanners do: its schedule starts there, not at the last field's well.
+                    self.stage.move_xy(self.sites[0].x_um, self.sites[0].y_um)
             log.info("simulator.finished", root=str(self.root), frames=self.frame_count)
         finally:
             self._held = None
@@ -236,6 +280,7 @@ class SimulatedMicroscope:
             self._held = _Held(site, key, t, frame)
             return frame
         self.stage.move_xy(site.x_um, site.y_um)
+        self._move_to_planned_start(site)
         af = self.autofocus_device.run(self._plan_time(), (*key, t, 1))
         defocus = self._true_defocus()
         pixels = self.camera.snap(key, defocus, noise_key=(t, 1))
@@ -251,6 +296,7 @@ class SimulatedMicroscope:
             z_um=self.stage.z_um,
             retry=0,
             experiment=self.experiment,
+            xy_um=(site.x_um, site.y_um),
             pixel_size_um=self.camera.pixel_size_um,
             metadata={
                 **self._truth(defocus),
@@ -262,6 +308,14 @@ class SimulatedMicroscope:
         self._held = _Held(site, key, t, frame)
         return frame
 
+    def _move_to_planned_start(self, site: PlatePosition) -> None:
+        if self._focus_start is None:
+            return
+        z = self._focus_start(site.x_um, site.y_um, self._clock.now())
+        lo, hi = self.stage.z_range_um
+        if z is not None and lo <= z <= hi:
+            self.stage.move_z(z)
+
     def _nominal_offsets(self) -> list[float]:
         """When each field is due within a pass, relative to the time point's start.
 
@@ -269,7 +323,8 @@ class SimulatedMicroscope:
         last field of a 96-well plate is due a minute or more after the first; its deadline
         counts from then. Time spent re-focusing makes the rest of the pass run late.
         """
-        per_field = self.autofocus_device.scan_s + self.settings.exposure_s
+        # The autofocus scan, its settling move onto the focus it found, the exposure.
+        per_field = self.autofocus_device.scan_s + self.settings.settle_s + self.settings.exposure_s
         speed, settle = self.settings.xy_speed_um_per_s, self.settings.settle_s
         offsets, due = [], 0.0
         for i, site in enumerate(self.sites):
@@ -411,6 +466,7 @@ class SimulatedMicroscope:
             z_um=info["z_um"],
             retry=info["retry"],
             experiment=info["experiment"],
+            xy_um=(info["x_um"], info["y_um"]) if "x_um" in info else None,
             pixel_size_um=info.get("pixel_size_um"),
             metadata={**info["metadata"], "resumed": True},
         )

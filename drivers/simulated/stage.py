@@ -173,7 +173,8 @@ class DeviceAutofocus:
 
     Lands within ±``AUTOFOCUS_PRECISION_UM`` of the true focus; with probability
     ``miss_rate`` it locks onto something else (a substrate texture, a bubble) and lands
-    ±uniform(``miss_um``) away. Each call's outcome is drawn from a stream seeded by
+    ±uniform(``miss_um``) away. With ``capture_um`` it searches only that far around the z it
+    starts from, and focus outside that window is always missed. Each call's outcome is drawn from a stream seeded by
     (seed, field, time point, attempt), so the misses of a plan do not depend on how
     many extra snaps or focus calls a consumer makes in between.
     """
@@ -188,6 +189,7 @@ class DeviceAutofocus:
         miss_rate: float,
         miss_um: tuple[float, float],
         exposure_s: float,
+        capture_um: float | None = None,
     ) -> None:
         lo, hi = miss_um
         if not 0 <= lo <= hi:
@@ -198,6 +200,7 @@ class DeviceAutofocus:
         self._seed = seed
         self.miss_rate = miss_rate
         self.miss_um = (lo, hi)
+        self.capture_um = capture_um
         self.scan_s = AUTOFOCUS_PLANES * (exposure_s + stage.settle_s)
 
     def run(self, t_s: float, key: tuple[int, ...]) -> AutofocusResult:
@@ -212,6 +215,12 @@ class DeviceAutofocus:
         start = self._clock.now()
         self._clock.sleep(self.scan_s)
         true_z = self._surface.z_um(self._stage.x_um, self._stage.y_um, t_s + self.scan_s)
+        offset = self._stage.z_um - true_z
+        if self.capture_um is not None and abs(offset) > self.capture_um:
+            # Focus lies outside the search window: it settles on the best thing inside it
+            # (a texture, a bubble), at the window's edge nearest to focus at best.
+            missed = True
+            error = offset - np.sign(offset) * self.capture_um * float(rng.uniform(0.0, 1.0))
         self._stage.move_z(true_z + error)
         return AutofocusResult(
             z_um=self._stage.z_um, error_um=error, missed=missed, duration_s=self._clock.now() - start

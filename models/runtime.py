@@ -538,13 +538,17 @@ class _LiteRunner:
     def _interpreter(self, n: int) -> Any:
         interpreter = self._interpreters.get(n)
         if interpreter is None:
-            with self._warnings.catch_warnings():
+            from refocusd.models.tf_import import quiet_stderr
+
+            # TFLite's C++ layer announces its XNNPACK delegate on descriptor 2: keep it off
+            # the user's terminal (replayed through structlog at debug).
+            with self._warnings.catch_warnings(), quiet_stderr("tflite"):
                 self._warnings.simplefilter("ignore")  # "tf.lite.Interpreter is deprecated"
                 interpreter = _tf().lite.Interpreter(model_content=self._flatbuffer,
                                                      num_threads=self._threads)
-            interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"],
-                                            [n, self._side, self._side, 1])
-            interpreter.allocate_tensors()
+                interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"],
+                                                [n, self._side, self._side, 1])
+                interpreter.allocate_tensors()
             self._interpreters[n] = interpreter
         return interpreter
 

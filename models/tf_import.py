@@ -31,7 +31,8 @@ _CHATTER = re.compile(
     r"absl::InitializeLog|cudart_stub|cuInit|cuda_(platform|dnn|fft|blas|diagnostics|executor)|"
     r"port\.cc|oneDNN|cpu_feature_guard|This TensorFlow binary is optimized|TF-TRT|"
     r"computation_placer|Unable to register cu(DNN|FFT|BLAS) factory|kernel driver does not appear|"
-    r"retrieving CUDA diagnostic|rebuild TensorFlow with the appropriate compiler flags"
+    r"retrieving CUDA diagnostic|rebuild TensorFlow with the appropriate compiler flags|"
+    r"TensorFlow Lite XNNPACK delegate"
 )
 _lock = threading.Lock()
 _module: ModuleType | None = None

@@ -75,7 +75,8 @@ def test_cli_config_check_and_example(tmp_path):
     assert "timelapse.timepoints" in result.stderr and "service.frobnicate" in result.stderr
     assert "Traceback" not in result.stderr
 
-    missing = subprocess.run([*REFOCUSD, "config", "check", str(tmp_path / "nope.toml")], capture_output=True, text=True)
+    missing = subprocess.run([*REFOCUSD, "config", "check", str(tmp_path / "nope.toml")],
+                             capture_output=True, text=True)
     assert missing.returncode == 2 and "file not found" in missing.stderr
 
 

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import re
 import string
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-
-_WELL = re.compile(r"([A-Z]{1,2})(\d{1,2})")
-
+from refocusd.config.wells import parse_well
 
 #: What ``[driver.nis] alert_command`` may contain, one list for the docs, the check and the alert.
 ALERT_PLACEHOLDERS = ("path", "relative_path", "page", "t", "xy", "z", "c", "stage_x_um", "stage_y_um",
@@ -39,14 +36,8 @@ class PlateSettings(Section):
     @model_validator(mode="after")
     def _wells_exist(self) -> PlateSettings:
         for well in self.wells or []:
-            match = _WELL.fullmatch(well.strip().upper())
-            if match is None:
-                raise ValueError(f"well {well!r} is not of the form 'B7' (or 'AB12' on 1536-well plates)")
-            letters, column = match.groups()
-            row = 0
-            for letter in letters:  # A..Z, then AA, AB... as on 1536-well plates
-                row = row * 26 + ord(letter) - ord("A") + 1
-            if row > self.rows or not 1 <= int(column) <= self.columns:
+            row, column = parse_well(well)  # ValueError names the bad well
+            if row >= self.rows or column >= self.columns:
                 raise ValueError(f"well {well!r} is outside a {self.rows}x{self.columns} plate")
         return self
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from refocusd.daemon.state.ledger import Ledger
 from refocusd.daemon.report.data import CATEGORIES, PlateData, PointRow, plates_from_frames, worst
-from refocusd.daemon.report.pictures import PlateMapLayout, parse_well, plate_map, timeline, well_sort_key
+from refocusd.config.wells import well_place
+from refocusd.daemon.report.pictures import PlateMapLayout, plate_map, timeline, well_sort_key
 
 __all__ = ["PlateReport", "write_report", "PlateMapLayout", "CATEGORIES"]
 
@@ -40,7 +41,7 @@ def write_report(ledger: Ledger, out: Path, *, rows: int, columns: int) -> list[
         folder = out / _safe(plate.experiment or "experiment") / _safe(plate.plate or "plate")
         folder.mkdir(parents=True, exist_ok=True)
         files = [_points_csv(plate, folder / "points.csv"), _wells_csv(plate, folder / "wells.csv")]
-        seen = [place for w in plate.by_well() if (place := parse_well(w)) is not None]
+        seen = [place for w in plate.by_well() if (place := well_place(w)) is not None]
         layout = PlateMapLayout(
             rows=max([rows, *(r + 1 for r, _ in seen)]), columns=max([columns, *(c + 1 for _, c in seen)])
         )

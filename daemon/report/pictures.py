@@ -8,8 +8,6 @@ Plate map: one circle per well, filled with the colour of the well's worst frame
 
 from __future__ import annotations
 
-import string
-import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Circle, Patch  # noqa: E402
 
+from refocusd.config.wells import row_name, well_place  # noqa: E402
 from refocusd.daemon.report.data import CATEGORIES, PlateData, worst  # noqa: E402
 
 #: Colour-blind-safe (Okabe-Ito) fills, as RGB hex.
@@ -46,32 +45,9 @@ LABELS: Final = {
 _DPI: Final = 100
 
 
-def row_name(index: int) -> str:
-    """0 → A, 25 → Z, 26 → AA (1536-well plates)."""
-    letters = string.ascii_uppercase
-    return letters[index] if index < 26 else letters[index // 26 - 1] + letters[index % 26]
-
-
-# A plate well: one or two capital row letters and a column number, optionally followed by
-# a site ("A1-Site_0", "B07_s2"). Anything else ("Pos0", "p0", "", "Position 12") is a
-# position without a place on a plate.
-_WELL = re.compile(r"^([A-Z]{1,2})0*([1-9][0-9]{0,2})(?:[-_ .].*)?$")
-
-
-def parse_well(well: str) -> tuple[int, int] | None:
-    """'B7' → (1, 6), zero-based (row, column); ``None`` for a name that is not a plate well."""
-    match = _WELL.match(well or "")
-    if match is None:
-        return None
-    row = 0
-    for ch in match.group(1):
-        row = row * 26 + ord(ch) - ord("A") + 1
-    return row - 1, int(match.group(2)) - 1
-
-
 def well_sort_key(well: str) -> tuple[int, int, str]:
     """Plate order for wells, then the other position names by name."""
-    place = parse_well(well)
+    place = well_place(well)
     return (*place, well) if place is not None else (1 << 30, 0, well)
 
 
@@ -96,7 +72,7 @@ class PlateMapLayout:
 
     def centre_px(self, well: str) -> tuple[int, int]:
         """(x, y) pixel of a well's centre, y counted from the top of the PNG."""
-        place = parse_well(well)
+        place = well_place(well)
         if place is None:
             raise ValueError(f"{well!r} is not a plate well")
         row, col = place
@@ -122,16 +98,16 @@ def plate_map(plate: PlateData, layout: PlateMapLayout, path: Path) -> Path:
     ax.tick_params(length=0, labeltop=True, labelbottom=False, labelsize=9)
     font = max(5.0, layout.cell * 0.15)
     wells = plate.by_well()
-    placed = {w: c for w, c in wells.items() if parse_well(w) is not None}
+    placed = {w: c for w, c in wells.items() if well_place(w) is not None}
     for well, counts in placed.items():
-        row, col = parse_well(well)  # type: ignore[misc] - filtered above
+        row, col = well_place(well)  # type: ignore[misc] - filtered above
         state = worst(counts)
         total = sum(counts.values())
         ax.add_patch(Circle((col, row), 0.44, facecolor=COLOURS[state], edgecolor="none"))
         text = str(total) if state == "accepted" else f"{counts[state]}/{total}"
         ax.text(col, row, text, ha="center", va="center", fontsize=font,
                 color="white" if state in ("failed", "accepted") else "black")
-    imaged = {parse_well(w) for w in placed}
+    imaged = {well_place(w) for w in placed}
     for row in range(layout.rows):
         for col in range(layout.columns):
             if (row, col) not in imaged:

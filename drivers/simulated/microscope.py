@@ -48,7 +48,8 @@ from refocusd.drivers.base import (
 )
 from refocusd.drivers.clock import Clock
 from refocusd.drivers.simulated.camera import DEFAULT_RENDER_CACHE_BYTES, SimulatedCamera
-from refocusd.drivers.simulated.plate import PlatePosition, parse_well, plate_positions
+from refocusd.config.wells import parse_well
+from refocusd.drivers.simulated.plate import PlatePosition, plate_positions
 from refocusd.drivers.simulated.stage import DeviceAutofocus, FocalSurface, Stage
 
 log = structlog.get_logger(__name__)

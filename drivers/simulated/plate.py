@@ -8,10 +8,10 @@ scanners do to keep stage travel short, and so are the fields inside a well.
 from __future__ import annotations
 
 import math
-import string
 from dataclasses import dataclass
 
 from refocusd.config.settings import PlateSettings
+from refocusd.config.wells import parse_well, well_name
 
 # Fields inside a well stay within this fraction of the well pitch (a 96-well plate has
 # 9 mm pitch and ~6.4 mm wells): images near the wall are useless in phase contrast.
@@ -26,33 +26,6 @@ class PlatePosition:
     position_index: int
     x_um: float
     y_um: float
-
-
-def row_name(row: int) -> str:
-    """0 → 'A', 25 → 'Z', 26 → 'AA' (1536-well plates have 32 rows, A..AF)."""
-    if row < 0:
-        raise ValueError(f"row {row} is negative")
-    letters = string.ascii_uppercase
-    if row < 26:
-        return letters[row]
-    return letters[row // 26 - 1] + letters[row % 26]
-
-
-def well_name(row: int, column: int) -> str:
-    """Zero-based row and column → 'B7'-style name (columns are 1-based in the name)."""
-    return f"{row_name(row)}{column + 1}"
-
-
-def parse_well(name: str) -> tuple[int, int]:
-    """'B7' → (1, 6), zero-based. Raises ValueError for anything else."""
-    letters = name.rstrip(string.digits).upper()
-    digits = name[len(letters) :]
-    if not (1 <= len(letters) <= 2 and letters.isalpha() and letters.isascii() and digits.isdigit()):
-        raise ValueError(f"well {name!r} is not of the form 'B7'")
-    row = ord(letters[-1]) - ord("A")
-    if len(letters) == 2:
-        row += 26 * (ord(letters[0]) - ord("A") + 1)
-    return row, int(digits) - 1
 
 
 def well_names(rows: int, columns: int) -> list[str]:

@@ -8,12 +8,11 @@ import math
 import pytest
 
 from refocusd.config.settings import PlateSettings
+from refocusd.config.wells import parse_well, row_name
 from refocusd.drivers.simulated.plate import (
     PlatePosition,
     field_offsets_um,
-    parse_well,
     plate_positions,
-    row_name,
     selected_wells,
     well_center_um,
     well_names,

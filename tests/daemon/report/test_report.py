@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from refocusd.daemon.report.pictures import COLOURS, PlateMapLayout, parse_well
+from refocusd.config.wells import well_place as parse_well
+from refocusd.daemon.report.pictures import COLOURS, PlateMapLayout
 
 REFOCUSD = [sys.executable, "-m", "refocusd.daemon.cli"]
 # The report's rule, restated from the README: a well shows its worst frame.

@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=None, help="fine-tuning learning rate (default: the trainer's)")
     args = parser.parse_args()
 
-    from refocusd.daemon.self_calibration import read_zstack, self_calibrate
+    from refocusd.models.self_calibration import read_zstack, self_calibrate
 
     work = Path(tempfile.mkdtemp(prefix="refocusd-bench-selfcal-"))
     offsets = np.arange(-args.reach, args.reach + args.step / 2, args.step)

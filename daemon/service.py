@@ -208,7 +208,7 @@ class Service:
 
     def _calibrate_on_start(self, classifier: FocusClassifier) -> FocusClassifier:
         """Fine-tune the classifier on this sample's z-series before the plan (issue 12)."""
-        from refocusd.daemon.self_calibration import ZStackError, calibrate_from_driver
+        from refocusd.models.self_calibration import ZStackError, calibrate_from_driver
         from refocusd.models.runtime import load_classifier
 
         s = self.settings

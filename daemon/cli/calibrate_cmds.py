@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import typer
 
 from refocusd.daemon.cli.common import EXIT_USAGE, err_console, out_console, print_json, user_errors
@@ -45,7 +44,7 @@ def calibrate(
     exported (--zstack FILE --z-step-um S) where the driver has no stage control.
     Use the result as `[models] classifier = "<out>"`.
     """
-    from refocusd.daemon.self_calibration import ZStackError
+    from refocusd.models.self_calibration import ZStackError
 
     fine_tune = out.suffix != ".json"
     if measure is None:
@@ -98,11 +97,9 @@ def _core_plan(config: Path, positions: int, z_range: float, z_step: float):
     if mm is None:
         err_console.print(f"{config} has no [driver.micromanager] section")
         raise typer.Exit(EXIT_USAGE)
-    sequence = load_sequence(mm)
-    stage = list(sequence.stage_positions)[:positions] or [None]
-    xy = [None if p is None or p.x is None else (float(p.x), float(p.y or 0.0)) for p in stage]
-    centre = float(next((p.z for p in stage if p is not None and p.z is not None), 0.0))
-    z = list(centre + np.arange(-z_range, z_range + z_step / 2, z_step))
+    from refocusd.drivers.micromanager.calibrate import calibration_plan
+
+    xy, z = calibration_plan(load_sequence(mm), positions, z_range, z_step)
     session = CoreSession(mm)
     session.connect()
     return mm, session, xy, z
@@ -123,7 +120,7 @@ def _core_focus_measure(config, out, positions, z_range, z_step, tolerance, meas
 
 
 def _z_series(config, zstack, z_step_um, positions, z_range, z_step, measure):
-    from refocusd.daemon.self_calibration import ZSeries, read_zstack
+    from refocusd.models.self_calibration import ZSeries, read_zstack
 
     if zstack:
         return [read_zstack(path, float(z_step_um)) for path in zstack], zstack[0].stem
@@ -140,7 +137,7 @@ def _z_series(config, zstack, z_step_um, positions, z_range, z_step, measure):
 
 def _fine_tune(series, out: Path, base: str, tolerance: float, epochs: int, measure: str, sample: str,
                json_out: bool) -> None:
-    from refocusd.daemon.self_calibration import self_calibrate
+    from refocusd.models.self_calibration import self_calibrate
 
     report = self_calibrate(series, out=out, base=base, tolerance_um=tolerance, epochs=epochs, measure=measure,
                             sample=sample)
@@ -164,7 +161,7 @@ def _focus_measure(series, out: Path, tolerance: float, measure: str, planes_dir
 
     from refocusd.models.focus_measure_classifier import FocusMeasureCalibration, fit_threshold
     from refocusd.models.focus_measures import FOCUS_MEASURES
-    from refocusd.daemon.self_calibration import focus_peak, label_planes
+    from refocusd.models.self_calibration import focus_peak, label_planes
 
     score = FOCUS_MEASURES[measure]
     focused, defocused, bests = [], [], []

@@ -38,6 +38,18 @@ class ZSeries:
         return float(self.z_um[int(np.argmax(self.scores))])
 
 
+def calibration_plan(sequence, positions: int, z_range_um: float, z_step_um: float,
+                     ) -> tuple[list[tuple[float, float] | None], list[float]]:
+    """The first ``positions`` XY of the acquisition plan (None: stay where the stage is)
+    and the z planes of each series: ±``z_range_um`` in ``z_step_um`` steps around the
+    plan's own z (0 where the plan has none)."""
+    stage = list(sequence.stage_positions)[:positions] or [None]
+    xy = [None if p is None or p.x is None else (float(p.x), float(p.y or 0.0)) for p in stage]
+    centre = float(next((p.z for p in stage if p is not None and p.z is not None), 0.0))
+    z = [float(v) for v in centre + np.arange(-z_range_um, z_range_um + z_step_um / 2, z_step_um)]
+    return xy, z
+
+
 def acquire_z_series(
     session: CoreSession, xy: tuple[float, float] | None, z_um: Sequence[float], measure: str
 ) -> ZSeries:

@@ -14,7 +14,7 @@ import pytest
 import tifffile
 
 from refocusd.config.settings import PlateSettings, SimulatedMicroscopeSettings, TimelapseSettings
-from refocusd.daemon.self_calibration import ZSeries, ZStackError, focus_peak, read_zstack
+from refocusd.models.self_calibration import ZSeries, ZStackError, focus_peak, read_zstack
 from refocusd.drivers import SimulatedClock
 from refocusd.drivers.simulated import SimulatedMicroscope
 
@@ -57,7 +57,7 @@ def test_the_focus_peak_of_a_tiff_z_stack_is_the_samples_focus(stacks):
 def test_calibrate_from_z_stacks_fine_tunes_and_reports_the_held_out_position(stacks, tmp_path):
     """In-process (the fine-tune is the same code the CLI runs; the CLI's own paths are the
     other tests here): one epoch from the shipped SDCNN, a real model folder."""
-    from refocusd.daemon.self_calibration import self_calibrate
+    from refocusd.models.self_calibration import self_calibrate
     from refocusd.models.runtime import load_classifier
 
     out = tmp_path / "cells-model"

@@ -175,6 +175,7 @@ def environment_overrides() -> tuple[dict[str, Any], dict[tuple[str, ...], str],
         kind = _kind_at(path)
         if kind == "table":
             try:
+                # Any: whatever JSON the environment variable holds, checked just below
                 value: Any = json.loads(raw)
             except ValueError:
                 value = None
@@ -205,6 +206,7 @@ def environment_overrides() -> tuple[dict[str, Any], dict[tuple[str, ...], str],
 def _kind_at(path: tuple[str, ...]) -> str:
     """'table', 'list' or 'value': what the setting at ``path`` holds ('value' when unknown)."""
     model: type[BaseModel] | None = Settings
+    # Any: a typing annotation (a class, a Union, a generic alias)
     annotation: Any = None
     for part in path:
         if model is None or part not in model.model_fields:
@@ -217,6 +219,7 @@ def _kind_at(path: tuple[str, ...]) -> str:
     return "list" if kinds & {list, tuple, set} else "value"
 
 
+# Any: a typing annotation (a class, a Union, a generic alias)
 def _model_in(annotation: Any) -> type[BaseModel] | None:
     for candidate in (annotation, *get_args(annotation)):
         if isinstance(candidate, type) and issubclass(candidate, BaseModel):

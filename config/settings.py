@@ -193,6 +193,7 @@ def _unknown_keys(model: type[BaseModel], data: dict[str, Any], prefix: str) -> 
     return found
 
 
+# Any: a typing annotation (a class, a Union, a generic alias)
 def _models_in(annotation: Any) -> list[type[BaseModel]]:
     from typing import get_args
 

@@ -27,6 +27,7 @@ _OME_PIXELS = re.compile(r"<(?:\w+:)?Pixels\b[^>]*>", re.S)
 _NIS_CALIBRATION = re.compile(r"dCalibration\b[^>]*?value=\"([0-9.eE+-]+)\"|dCalibration\W+([0-9.eE+-]+)")
 
 
+# Any: metadata values arrive as str, int, float, Fraction or None
 def valid(value: Any) -> float | None:
     """``value`` as a plausible pixel size in µm (1 nm .. 1 mm), else None."""
     try:
@@ -88,6 +89,7 @@ def from_description(text: str | None) -> float | None:
     return None
 
 
+# Any/getattr: a tifffile.TiffFile, whose *_metadata attributes exist only for some formats
 def from_tiff(tif: Any) -> float | None:
     """The pixel size a ``tifffile.TiffFile`` declares (first page), or None."""
     page = tif.pages.first
@@ -125,6 +127,7 @@ def from_tiff(tif: Any) -> float | None:
     return _from_resolution(tif, page)
 
 
+# Any: tifffile's TiffFile and TiffPage (tifffile ships no type hints for them)
 def _from_resolution(tif: Any, page: Any) -> float | None:
     tags = page.tags
     x_res = tags.get("XResolution")
@@ -135,6 +138,7 @@ def _from_resolution(tif: Any, page: Any) -> float | None:
     if not num or not den:
         return None
     per_unit = num / den
+    # getattr: tifffile gives the unit as an enum or, in older versions, as an int
     unit_value = int(getattr(unit.value, "value", unit.value))
     if unit_value == 3:  # centimetre
         return valid(1e4 / per_unit)
@@ -144,6 +148,7 @@ def _from_resolution(tif: Any, page: Any) -> float | None:
     return None
 
 
+# Any/getattr: an nd2.ND2File; its voxel_size() fields vary between nd2 versions
 def from_nd2(f: Any) -> float | None:
     """An open ``nd2.ND2File``'s x voxel size (µm), or None when uncalibrated."""
     try:

@@ -474,6 +474,7 @@ def domains_of(record: dict[str, Any] | None) -> list[str]:
     if named:
         return named
     optics = record.get("_optics")
+    # getattr: records of the older simulator carry no rebuilt Optics, only a 'modality' key
     modality = getattr(optics, "modality", None) or record.get("modality")
     return ["/".join(str(p) for p in (record.get("objective"), modality) if p) or "unknown"]
 

@@ -154,6 +154,7 @@ def focus_loss(defocus_weight: float) -> Any:
 
     lo, hi = LOG_SIGMA_RANGE
 
+    # Any: TensorFlow tensors (TensorFlow ships no usable type hints)
     def loss(y_true: Any, y_pred: Any) -> Any:
         focused, z, has_z = y_true[:, 0], y_true[:, 1], y_true[:, 2]
         logit, mu = y_pred[:, 0], y_pred[:, 1]
@@ -177,6 +178,7 @@ def _dataset(crops: CropSet, idx: np.ndarray, *, batch_size: int, seed: int, aug
     ds = tf.data.Dataset.from_tensor_slices((crops.x[idx], _targets(crops.label[idx], crops.z[idx])))
     ds = ds.shuffle(len(idx), seed=seed, reshuffle_each_iteration=True).repeat().enumerate()
 
+    # Any: TensorFlow tensors (TensorFlow ships no usable type hints)
     def prepare(index: Any, sample: Any) -> Any:
         image, target = sample
         image = tf.cast(image, tf.float32)
@@ -239,6 +241,7 @@ def _checkpoint_paths(out: Path) -> tuple[Path, Path, Path]:
     return folder / "last.keras", folder / "best.weights.npz", folder / "state.json"
 
 
+# Any: a Keras model (Keras ships no type hints)
 def _save_checkpoint(model: Any, loop: _Loop, out: Path, epoch: int) -> None:
     last, best, state = _checkpoint_paths(out)
     last.parent.mkdir(parents=True, exist_ok=True)
@@ -366,6 +369,7 @@ def train_crop_classifier(
                           input_signature=[tf.TensorSpec([None, size, size, 1], tf.float32)])
     x_val = crops.x[val_idx]
 
+    # Any: a Keras model (Keras ships no type hints)
     def validate(net: Any) -> dict[str, float]:
         out = np.concatenate([forward(tf.constant(x_val[s : s + 256].astype(np.float32))).numpy()
                               for s in range(0, len(x_val), 256)])
@@ -427,4 +431,5 @@ def _excluded(frame: FrameInfo, cfg: CropTrainConfig) -> bool:
 
 
 def _as_dict(cfg: CropTrainConfig) -> dict[str, Any]:
+    # getattr: every dataclass field by name (asdict would deep-copy the paths' tuples)
     return {name: getattr(cfg, name) for name in cfg.__dataclass_fields__}

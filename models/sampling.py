@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
-
 import numpy as np
 
 from refocusd.models.api import DeviceInfo, FocusClassifier, Verdict
@@ -46,9 +44,6 @@ class DefaultPixelSize:
         sizes = [None] * len(frames) if pixel_sizes is None else list(pixel_sizes)
         filled = [self.pixel_size_um if s is None else s for s in sizes]
         return self._inner.classify_batch(frames, pixel_sizes=filled)
-
-    def __getattr__(self, name: str) -> Any:  # device, threshold, card... of the real one
-        return getattr(self._inner, name)
 
 
 def with_default_pixel_size(classifier: FocusClassifier, pixel_size_um: float | None) -> FocusClassifier:

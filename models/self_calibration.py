@@ -28,6 +28,7 @@ import numpy as np
 import structlog
 import tifffile
 
+from refocusd.models.api import FocusClassifier
 from refocusd.models.focus_measures import FOCUS_MEASURES
 
 log = structlog.get_logger(__name__)
@@ -175,7 +176,7 @@ def label_planes(series: ZSeries, peak_um: float, tolerance_um: float) -> list[L
 # ---------------------------------------------------------------------------- scoring
 
 
-def score_held_out(classifier: Any, planes: Sequence[LabelledPlane], pixel_size_um: float | None,
+def score_held_out(classifier: FocusClassifier, planes: Sequence[LabelledPlane], pixel_size_um: float | None,
                    threshold: float | None = None) -> HeldOutScores:
     """Accuracy (at the classifier's own threshold, or ``threshold`` on p_focused), AUC and
     mean |defocus error| on ``planes``."""
@@ -272,7 +273,8 @@ def self_calibrate(
     return report
 
 
-def _fit_p_threshold(classifier: Any, planes: Sequence[LabelledPlane], pixel_size_um: float | None) -> float:
+def _fit_p_threshold(classifier: FocusClassifier, planes: Sequence[LabelledPlane],
+                     pixel_size_um: float | None) -> float:
     """The p_focused threshold that sorts the training planes best (the sample's own
     operating point: a new kind of sample can rank planes perfectly yet sit on one side of
     0.5). Use it as ``[models] threshold``; ``on_start`` does."""
@@ -324,6 +326,7 @@ def _fine_tune(base: str, data: Path, out: Path, *, epochs: int, seed: int, lear
     )
 
 
+# Any: a ModelCard, imported lazily with the TensorFlow side of models/
 def _write_card_metrics(folder: Path, card: Any, metrics: dict[str, Any]) -> None:
     import json
     import os
@@ -335,6 +338,7 @@ def _write_card_metrics(folder: Path, card: Any, metrics: dict[str, Any]) -> Non
     os.replace(tmp, path)
 
 
+# Any: a drivers.CalibrationSource and the service's Settings (models/ imports neither layer)
 def calibrate_from_driver(source: Any, settings: Any, out: Path, *, sample: str = "") -> CalibrationReport:
     """``[models] calibrate = "on_start"``: z-series from a driver with stage control
     (:class:`~refocusd.drivers.base.CalibrationSource`), then :func:`self_calibrate`.

@@ -197,6 +197,7 @@ class _Loop:
         better: Any,  # Any: a Keras/TensorFlow object (they ship no type hints)
         observer: TrainingObserver | None,
         stop: threading.Event | None,
+        # Any: a callable taking a Keras model (Keras ships no type hints)
         checkpoint: Any = None,
     ) -> None:
         self.kind, self.epochs, self.steps = kind, epochs, steps
@@ -784,6 +785,7 @@ def train_reconstructor(
         "started": _utc_now(), "best_reset": new_data, "learning_rate": cfg.learning_rate,
     }]
 
+    # Any: a Keras model (Keras ships no type hints)
     def save_checkpoint(net: Any) -> None:
         segments[-1]["to_epoch"] = loop.epochs_run
         path = checkpoint.save_state(Path(cfg.out), checkpoint.TrainingState(
@@ -859,6 +861,7 @@ def train_reconstructor(
     return _finish(model=model, loop=loop, out=Path(cfg.out), card=card)
 
 
+# Any: a Keras model (Keras ships no type hints)
 def _restore_optimizer(model: Any, values: list[np.ndarray], out: Path) -> None:
     from refocusd.models.checkpoint import CheckpointError
 
@@ -872,6 +875,7 @@ def _restore_optimizer(model: Any, values: list[np.ndarray], out: Path) -> None:
         variable.assign(value)
 
 
+# Any: a card's free-form JSON 'data' entry (a dict, a list or a string)
 def _data_identity(data: Any) -> Any:
     """What makes two training data sets the same: the manifest's SHA-256, else the folder."""
     if not isinstance(data, dict):

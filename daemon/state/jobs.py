@@ -33,6 +33,7 @@ class RecordedVerdict:
     pixel_size_um: float | None = None  # the sampling the frame was classified at
 
     @classmethod
+    # Any: the state layer does not import models/ (a Verdict-shaped object: p_focused, label, ...)
     def from_verdict(cls, verdict: Any) -> RecordedVerdict:
         """From a :class:`~refocusd.models.api.Verdict`."""
         return cls(p_focused=verdict.p_focused, label=verdict.label, model=verdict.model_id,

@@ -376,6 +376,7 @@ class MicroManagerRunDriver:
 
 
 def _snap_at(xy: tuple[float, float] | None, z: float) -> Callable[[Any], np.ndarray]:
+    # Any: pycromanager's Core is a dynamic proxy without type hints
     def snap(core: Any) -> np.ndarray:
         if xy is not None:
             core.set_xy_position(xy[0], xy[1])

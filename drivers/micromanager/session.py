@@ -149,6 +149,7 @@ class CoreSession:
 _HEADLESS_CONFIG: dict[str, str] = {}
 
 
+# Any: pycromanager's Core is a dynamic proxy without type hints
 def _allowed_values(core: Any, device: str, name: str) -> list[str]:
     try:
         return [str(v) for v in core.get_allowed_property_values(device, name)]

@@ -94,6 +94,7 @@ def optics_record(optics: Optics) -> dict[str, Any]:
     the :class:`Optics` defaults, at full precision (:func:`optics_from_record` inverts it)."""
     defaults = Optics()
     record: dict[str, Any] = {"modality": optics.modality}
+    # getattr: each dataclass field by name, to record only what differs from the defaults
     for f in dataclasses.fields(Optics):
         value = getattr(optics, f.name)
         if value != getattr(defaults, f.name):

@@ -242,3 +242,22 @@ def test_tiny_training_of_the_defocus_head_through_the_cli(tmp_path: Path) -> No
     assert resumed.returncode == 0, resumed.stderr
     card = json.loads((out / "model.json").read_text())
     assert card["training"]["epochs"] == 2 and len(card["training"]["extra"]["history"]) == 2
+
+
+def test_configured_pixel_size_fills_in_only_where_the_source_said_nothing(classifier, field) -> None:
+    """``[models] pixel_size_um``: the wrapper the service puts around the classifier."""
+    from refocusd.models.sampling import with_default_pixel_size
+
+    frame = field[(192.0 / 512, 0.0)]
+    wrapped = with_default_pixel_size(classifier, 0.65)
+    assert with_default_pixel_size(classifier, None) is classifier
+    assert wrapped.classify(frame).pixel_size_um == 0.65
+    assert wrapped.classify(frame, pixel_size_um=0.4).pixel_size_um == 0.4, "the source's own value wins"
+    assert [v.pixel_size_um for v in wrapped.classify_batch([frame, frame], pixel_sizes=[None, 0.4])] == [0.65, 0.4]
+    assert (wrapped.model_id, wrapped.device) == (classifier.model_id, classifier.device)
+    before = classifier.threshold
+    try:
+        wrapped.threshold = 0.3  # a SIGHUP reload reaches the real classifier
+        assert classifier.threshold == 0.3
+    finally:
+        classifier.threshold = before

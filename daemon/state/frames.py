@@ -251,22 +251,6 @@ class FrameStore(LedgerCore):
             )
         return LedgerError(f"cannot record frame {rec.source_key!r} in {self.path}: {message}")
 
-    def _integrity(
-        self, conn: sqlite3.Connection, rec: FrameRecord, exc: sqlite3.IntegrityError
-    ) -> LedgerError:
-        message = str(exc)
-        if "frames.source_key" in message:
-            row = conn.execute(
-                "SELECT id FROM frames WHERE source_key = ?", (rec.source_key,)
-            ).fetchone()
-            return DuplicateSource(rec.source_key, None if row is None else int(row[0]))
-        if "FOREIGN KEY" in message:
-            return LedgerError(
-                f"frame {rec.source_key!r} refers to an unknown run {rec.run_id!r} or parent "
-                f"frame {rec.parent_id!r} in {self.path} (call start_run first)"
-            )
-        return LedgerError(f"cannot record frame {rec.source_key!r} in {self.path}: {message}")
-
     def _set_outcome(
         self, conn: sqlite3.Connection, frame_id: int, outcome: str, reason: str | None
     ) -> None:

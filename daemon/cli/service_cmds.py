@@ -178,7 +178,7 @@ def demo(
 
 #: The demo table's rows: RunSummary field → label.
 _DEMO_ROWS = {"frames": "frames", "focused": "focused", "defocused": "defocused", "reacquired": "re-acquired",
-              "reconstructed": "reconstructed", "quarantined": "quarantined"}
+              "reconstructed": "reconstructed", "not_improved": "not improved", "quarantined": "quarantined"}
 
 
 def _demo_table(summaries: list[RunSummary], totals: dict[str, object]) -> Table:

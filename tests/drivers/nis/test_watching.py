@@ -77,7 +77,9 @@ def test_burst_of_1000_files_each_taken_once_in_bounded_memory(start_driver, wat
     keys = [f.source.key for f in collector.frames]
     assert len(keys) == 1000 == len(set(keys)) and not collector.bad
     assert sorted(f.coords.t for f in collector.frames) == list(range(1000))
-    assert time.monotonic() - began < 60
+    # A stall guard, not a speed target: writing 1000 files under tracemalloc dominates the
+    # time; the watcher's throughput is measured by bench/bench_nis.py --driver-only.
+    assert time.monotonic() - began < 180
 
 
 def test_polling_observer_sees_new_files(start_driver, watch_dir):

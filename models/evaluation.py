@@ -255,7 +255,7 @@ class ClassifierReport(BaseModel):
     auc: float | None  # None when the folder holds one class only
     confusion: ConfusionMatrix
     seconds: float
-    rows: list[dict[str, Any]] = []  # per domain, mode, objective and frame size
+    rows: list[dict[str, Any]] = []  # per domain, mode, objective, frame size and |z|/DoF band
     defocus: dict[str, Any] | None = None  # signed-defocus error (frames with a known z)
 
 
@@ -329,6 +329,21 @@ def _group_row(group: str, value: str, p: np.ndarray, labels: np.ndarray, thresh
 
 SIGN_MODES = ("positive_phase", "negative_phase", "brightfield", "phase_contrast")
 
+# |z| in depths of field: the label boundary is at 0.5, so the two bands beside it hold
+# frames that differ by a fraction of a depth of field yet carry opposite labels.
+DEFOCUS_BANDS = ((0.0, 0.25), (0.25, 0.5), (0.5, 1.0), (1.0, 2.0), (2.0, 4.0), (4.0, math.inf))
+
+
+def defocus_band(z_um: float | None, dof_um: float | None) -> str:
+    """The frame's ``|z| / DoF`` band, e.g. ``"0.5-1 DoF"``; ``"?"`` without a known z."""
+    if z_um is None or not dof_um:
+        return "?"
+    r = abs(z_um) / dof_um
+    for lo, hi in DEFOCUS_BANDS:
+        if r <= hi:
+            return f"{lo:g}-{hi:g} DoF" if math.isfinite(hi) else f">{lo:g} DoF"
+    raise AssertionError("unreachable: the last band is open")
+
 
 def defocus_summary(z: np.ndarray, estimate: np.ndarray, sigma: np.ndarray, dof: np.ndarray,
                     modes: Sequence[str], objectives: Sequence[str]) -> dict[str, Any] | None:
@@ -399,7 +414,8 @@ def evaluate_classifier(
     for group, values in (("domain", [i.domain for i in infos]),
                           ("mode", [i.domain.split("/")[0] for i in infos]),
                           ("specimen", [i.domain.split("/")[-1] for i in infos]),
-                          ("objective", [i.objective or "?" for i in infos]), ("size", sizes)):
+                          ("objective", [i.objective or "?" for i in infos]), ("size", sizes),
+                          ("defocus_band", [defocus_band(i.z_um, i.depth_of_field_um) for i in infos])):
         keys = np.asarray(values)
         if len(set(values)) > 1 or group == "size":
             rows.extend(_group_row(group, str(k), p[keys == k], labels[keys == k], threshold)

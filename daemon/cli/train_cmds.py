@@ -206,6 +206,11 @@ def train_classifier(
         help="Crop networks: pixel size of frames whose folder's manifest does not say (µm).",
     ),
     width: int = typer.Option(16, "--width", min=4, help="focusnet: channels of the first layer."),
+    exclude_domains: list[str] = typer.Option(
+        [], "--exclude-domain",
+        help="Crop networks: leave out frames of this imaging mode or specimen (synth manifests; "
+        "repeatable), e.g. empty fields, whose focus no image can show.",
+    ),
     learning_rate: float | None = typer.Option(
         None, "--lr", min=0.0, help="Crop networks: peak Adam rate (default 2e-3, fine-tune 4e-4)."
     ),
@@ -220,6 +225,12 @@ def train_classifier(
         arch = architecture or _base_architecture(base) or "sdcnn"
     if arch != "sdcnn":
         from refocusd.models.focus_training import CropTrainConfig, train_crop_classifier
+        from refocusd.models.synth.domains import DOMAINS
+
+        unknown = sorted(set(exclude_domains) - set(DOMAINS))
+        if unknown:
+            raise typer.BadParameter(f"unknown domain(s) {', '.join(unknown)} (known: {', '.join(DOMAINS)})",
+                                     param_hint="--exclude-domain")
 
         crop_cfg = CropTrainConfig(
             data=tuple(data), out=out, architecture=arch, base=base, epochs=epochs, seed=seed,
@@ -227,6 +238,7 @@ def train_classifier(
             steps_per_epoch=steps_per_epoch, crops_per_frame=crops_per_frame, crops=crops,
             trained_pixel_um=trained_pixel_um, frame_pixel_um=frame_pixel_um, width=width,
             learning_rate=learning_rate, augment=augment, resume=resume, name=name or arch,
+            exclude_domains=tuple(exclude_domains),
             version=version, command=_command_line(),
         )
         _train(train_crop_classifier, crop_cfg, log_level)

@@ -40,6 +40,7 @@ log = structlog.get_logger(__name__)
 
 FINISH_TIMEOUT_S = 30.0
 STOP_FINISH_TIMEOUT_S = 3.0
+DUE_POLL_S = 1.0  # the clock is re-read this often while a time point is awaited
 
 
 @dataclasses.dataclass(slots=True)
@@ -193,6 +194,9 @@ class MicroManagerRunDriver:
         submitted = 0
         try:
             for i, step in enumerate(self._steps):
+                if submitted <= i and not self._wait_until_due(step):
+                    log.info("driver.plan_stopped", at_step=i, steps=len(self._steps))
+                    return
                 while submitted < min(len(self._steps), i + 1 + self._lookahead) and (
                     submitted <= i or self._started_at + self._steps[submitted].due_s <= self._clock.now()
                 ):
@@ -218,6 +222,19 @@ class MicroManagerRunDriver:
         finally:
             self._held = None
             self._finish_acquisition()
+
+    def _wait_until_due(self, step: PlanStep) -> bool:
+        """Hold the step back until its time point is due; False on a stop.
+
+        The engine is never handed an event before its time: given one, pycromanager's
+        engine spins until the event's ``min_start_time`` even after an abort, and its
+        threads keep the process from exiting until then (a whole time-lapse interval).
+        """
+        due = self._started_at + step.due_s
+        while (left := due - self._clock.now()) > 0:
+            if self._stop.wait(min(left, DUE_POLL_S)):
+                return False
+        return not self._stop.is_set()
 
     def _open_acquisition(self) -> None:
         from pycromanager import Acquisition
@@ -306,8 +323,7 @@ class MicroManagerRunDriver:
         self._last_plan_event = None
         if old is not None:
             try:
-                old.abort()
-                old.mark_finished()  # the Python backend's event thread only ends on this
+                _abort(old)
             except Exception as exc:  # noqa: BLE001
                 log.warning("driver.abort_failed", error=repr(exc))
             _join_quietly(old, FINISH_TIMEOUT_S)
@@ -322,7 +338,7 @@ class MicroManagerRunDriver:
             if self._stop.is_set():
                 # Stopping: events still waiting in the engine for their time point (up to
                 # an interval away) are dropped, not waited for.
-                acq.abort()
+                _abort(acq)
             else:
                 acq.mark_finished()
         except Exception as exc:  # noqa: BLE001
@@ -392,6 +408,14 @@ def _snap(core: Any) -> np.ndarray:  # Any: pycromanager's Core (untyped bridge)
     core.snap_image()
     pixels = np.asarray(core.get_image())
     return pixels.reshape(core.get_image_height(), core.get_image_width())
+
+
+def _abort(acq: Any) -> None:  # Any: pycromanager's Acquisition
+    """Drop the pending events and end the acquisition. ``abort`` alone leaves the Python
+    backend's event thread (not a daemon) waiting for its end marker, so the process
+    could never exit: ``mark_finished`` sends that marker."""
+    acq.abort()
+    acq.mark_finished()
 
 
 def _join_quietly(acq: Any, timeout_s: float) -> bool:  # Any: pycromanager's Acquisition

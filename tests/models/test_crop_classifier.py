@@ -230,11 +230,15 @@ def test_tiny_training_of_the_defocus_head_through_the_cli(tmp_path: Path) -> No
     assert synth.returncode == 0, synth.stderr
     train = [*REFOCUSD, "train", "classifier", "--architecture", "focusnet", "--data", str(data),
              "--out", str(out), "--epochs", "1", "--width", "4", "--batch-size", "8", "--seed", "2",
-             "--val-fraction", "0.25", "--version", "0.0.1"]
+             "--val-fraction", "0.25", "--exclude-domain", "empty", "--version", "0.0.1"]
+    typo = subprocess.run([*train[:-4], "--exclude-domain", "emtpy"], capture_output=True, text=True, timeout=600)
+    assert typo.returncode == 2 and "unknown domain(s) emtpy" in typo.stderr and "Traceback" not in typo.stderr
+    assert not out.exists()
     first = subprocess.run(train, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr
     card = json.loads((out / "model.json").read_text())
     assert card["architecture"] == "focusnet" and card["input"]["pixel_size_um"] == 0.5
+    assert card["training"]["extra"]["excluded_domains"] == ["empty"]
     assert math.isfinite(card["metrics"]["validation"]["defocus_mae_um"])
     assert (out / ".checkpoint" / "state.json").is_file()
     resumed = subprocess.run([*train[:-2], "--epochs", "2", "--resume", "--version", "0.0.2"],

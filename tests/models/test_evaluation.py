@@ -100,3 +100,14 @@ def test_richardson_lucy_undoes_a_known_blur_better_than_nothing() -> None:
     best, setting = best_richardson_lucy(blurred, target)
     assert setting.psf in ("gaussian", "disc")
     assert ssim(target, best) >= ssim(target, restored) - 0.02
+
+
+def test_defocus_bands_split_at_the_label_boundary() -> None:
+    from refocusd.models.evaluation import defocus_band
+
+    assert defocus_band(0.0, 4.0) == "0-0.25 DoF"
+    assert defocus_band(-1.5, 4.0) == "0.25-0.5 DoF"
+    assert defocus_band(2.0, 4.0) == "0.25-0.5 DoF", "the boundary itself is focused (|z| <= DoF/2)"
+    assert defocus_band(2.1, 4.0) == "0.5-1 DoF"
+    assert defocus_band(-40.0, 4.0) == ">4 DoF"
+    assert defocus_band(None, 4.0) == defocus_band(1.0, None) == "?"

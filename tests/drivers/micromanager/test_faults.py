@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
-import pytest
 from pycromanager.acquisition.acq_eng_py.internal.engine import Engine
 from structlog.testing import capture_logs
 
 from refocusd.config.settings import MicroManagerSettings
 from refocusd.daemon.state.ledger import Ledger
 from refocusd.daemon.service import LEDGER_FILE, Service
-from refocusd.drivers.micromanager import CoreSession, MicroManagerUnavailable
+from refocusd.drivers.micromanager import CoreSession
 from refocusd.drivers.micromanager.run_driver import MicroManagerRunDriver
 
 
@@ -24,19 +24,40 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_unreachable_micromanager_at_start_is_retried_with_backoff_then_a_clear_error(tmp_path):
-    # Nothing listens on the bridge port: unreachable. (A missing mm_dir is a configuration
-    # mistake, exit 2: test_config_mistakes.py, #14.16.)
-    settings = MicroManagerSettings(
-        backend="bridge", bridge_port=_free_port(), connect_retries=2, connect_backoff_s=0.05, plan={},
-    )
-    slept: list[float] = []
-    session = CoreSession(settings, sleep=slept.append)
-    with capture_logs() as logs, pytest.raises(MicroManagerUnavailable, match="Micro-Manager not reachable"):
+UNREACHABLE = """
+import json, sys
+from structlog.testing import capture_logs
+from refocusd.config.settings import MicroManagerSettings
+from refocusd.drivers.micromanager import CoreSession, MicroManagerUnavailable
+
+settings = MicroManagerSettings(backend="bridge", bridge_port=int(sys.argv[1]), connect_retries=2,
+                                connect_backoff_s=0.05, plan={})
+slept = []
+session = CoreSession(settings, sleep=slept.append)
+error = None
+with capture_logs() as logs:
+    try:
         session.connect()
-    assert slept == [0.05, 0.1]
-    assert [e["attempt"] for e in logs if e["event"] == "driver.connect_failed"] == [1, 2, 3]
-    assert not session.connected
+    except MicroManagerUnavailable as exc:
+        error = str(exc)
+print(json.dumps({"error": error, "slept": slept, "connected": session.connected,
+                  "attempts": [e["attempt"] for e in logs if e["event"] == "driver.connect_failed"]}))
+"""
+
+
+def test_unreachable_micromanager_at_start_is_retried_with_backoff_then_a_clear_error():
+    """Nothing listens on the bridge port: unreachable. In a fresh process: once a headless
+    (Python-backend) core runs in a process, pycromanager's ``Core(port=...)`` hands that core
+    back whatever the port, and other tests of this worker may have started one. (A missing
+    mm_dir is a configuration mistake, exit 2: test_config_mistakes.py, #14.16.)"""
+    result = subprocess.run([sys.executable, "-c", UNREACHABLE, str(_free_port())],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome["error"] and "Micro-Manager not reachable" in outcome["error"]
+    assert outcome["slept"] == [0.05, 0.1]
+    assert outcome["attempts"] == [1, 2, 3]
+    assert not outcome["connected"]
 
 
 class FailingSnaps:

@@ -225,12 +225,12 @@ def train_classifier(
         arch = architecture or _base_architecture(base) or "sdcnn"
     if arch != "sdcnn":
         from refocusd.models.focus_training import CropTrainConfig, train_crop_classifier
-        from refocusd.models.synth.domains import DOMAINS
+        from refocusd.models.synth.domains import DomainError, select_domains
 
-        unknown = sorted(set(exclude_domains) - set(DOMAINS))
-        if unknown:
-            raise typer.BadParameter(f"unknown domain(s) {', '.join(unknown)} (known: {', '.join(DOMAINS)})",
-                                     param_hint="--exclude-domain")
+        try:
+            select_domains(exclude=exclude_domains)  # the simulator's own check of the names
+        except DomainError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--exclude-domain") from exc
 
         crop_cfg = CropTrainConfig(
             data=tuple(data), out=out, architecture=arch, base=base, epochs=epochs, seed=seed,

@@ -204,7 +204,7 @@ class MicroManagerRunDriver:
                     # the engine would hold up a re-focus of the frame in hand until then.
                     self._submit(self._plan_event(self._steps[submitted]))
                     submitted += 1
-                wait = self.settings.image_timeout_s + max(0.0, self._started_at + step.due_s - self._clock.now())
+                wait = self.settings.image_timeout_s  # every event is submitted once it is due
                 image = self._inbox.take(axes_key(step.axes), wait, self._stop)
                 if image is None and self._stop.is_set():
                     log.info("driver.plan_stopped", at_step=i, steps=len(self._steps))

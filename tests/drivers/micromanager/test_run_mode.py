@@ -221,4 +221,3 @@ def test_stop_wakes_the_wait_for_the_next_time_point(mm_settings, plan_for):
     while left := [t.name for t in exit_blockers()]:
         assert time.monotonic() < deadline, f"threads that block the process's exit: {left}"
         time.sleep(0.1)
-
